@@ -178,7 +178,6 @@ def test_evaluate_perfect_and_trained(trained, tmp_path):
 
 
 def _cli(*args):
-    import mrfrecon.cli_nets  # noqa: F401  (registers the commands)
     from mrfrecon.cli import cli
 
     return CliRunner().invoke(cli, list(map(str, args)), obj={}, catch_exceptions=False)

@@ -36,7 +36,7 @@ import torch
 
 from . import __version__
 from .errors import MrfreconError
-from .io import atomic_path
+from .atomic import atomic_path
 from .sequence import Sequence
 
 __all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "git_hash", "load_checkpoint", "save_checkpoint"]

@@ -37,7 +37,8 @@ from .acquisition import (
 )
 from .dictionary import Dictionary
 from .errors import MrfreconError
-from .io import MAP_NAMES, CohortIndex, Scan, load_scan, save_scan, split_counts
+from .io.cohort import CohortIndex, split_counts
+from .io.scan import MAP_NAMES, Scan, load_scan, save_scan
 from .matching import match
 from .physics import simulate, simulate_projected
 from .presets import load_preset

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .dictionary import Dictionary
-from .io import atomic_write_text
+from .atomic import atomic_write_text
 from .matching import match, match_indices_agree
 from .physics import simulate
 from .sequence import Sequence

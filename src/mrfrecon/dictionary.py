@@ -26,7 +26,8 @@ import torch
 
 from . import __version__
 from .errors import MrfreconError
-from .io import atomic_h5, open_h5, read_dataset
+from .atomic import atomic_h5
+from .io.h5 import open_h5, read_dataset
 from .physics import DEFAULT_FAT, T2_FAT_MS, T2_WATER_MS, FatModel, component_atoms
 from .runtime import default_device
 from .sequence import Sequence

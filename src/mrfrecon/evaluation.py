@@ -30,7 +30,8 @@ import numpy as np
 
 from .errors import MrfreconError
 from .inference import MAPS_SUFFIX, load_maps
-from .io import atomic_write_text, load_scan
+from .atomic import atomic_write_text
+from .io.scan import load_scan
 from .metrics import MAPS, METRICS, MeanSD, evaluate_scan, masks_for, paired_roi_means, r2_determination, r2_regression, roi_means, summarize
 
 __all__ = ["AGAINST", "EvaluationResult", "evaluate", "write_report"]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import Scan, atomic_path
+from .atomic import atomic_path
+from .io.scan import Scan
 
 def save_figure(fig, path: str | os.PathLike[str], dpi: int = 90) -> Path:
     """Write a matplotlib figure as PNG atomically, close it, and return the path."""

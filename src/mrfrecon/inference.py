@@ -29,7 +29,9 @@ from . import __version__
 from .checkpoint import Checkpoint, load_checkpoint
 from .data import normalize_series, predict_volume
 from .errors import MrfreconError
-from .io import Scan, atomic_h5, export_nifti, load_scan
+from .atomic import atomic_h5
+from .io.nifti import export_nifti
+from .io.scan import Scan, load_scan
 from .runtime import default_device
 
 __all__ = ["MAPS_FORMAT", "check_compatible", "load_maps", "maps_path_for", "predict_folder", "predict_scan"]
@@ -109,7 +111,7 @@ def _write_maps(path: Path, maps: dict[str, np.ndarray], foreground: np.ndarray,
 
 def load_maps(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Read a ``*_maps.h5`` file of :func:`predict_folder`: (name → (slices, y, x), attrs)."""
-    from .io import open_h5, read_dataset
+    from .io.h5 import open_h5, read_dataset
 
     path = Path(path)
     with open_h5(path, "maps") as f:

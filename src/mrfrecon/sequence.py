@@ -250,7 +250,7 @@ class Sequence:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the sequence as JSON (atomically: a temporary file renamed into place)."""
-        from .io import atomic_write_text
+        from .atomic import atomic_write_text
 
         return atomic_write_text(Path(path), self.to_json())
 

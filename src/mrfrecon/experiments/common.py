@@ -38,7 +38,8 @@ import numpy as np
 
 from .. import __version__
 from ..errors import MrfreconError
-from ..io import CohortIndex, atomic_write_text
+from ..atomic import atomic_write_text
+from ..io.cohort import CohortIndex
 
 __all__ = [
     "MAPS", "MAP_LABELS", "MAP_UNITS", "METHOD_NAMES", "MODEL_ORDER", "Report", "RunInfo", "Stopwatch",

@@ -32,7 +32,8 @@ import numpy as np
 from ..figures import save_figure
 from ..errors import MrfreconError
 from ..evaluation import EvaluationResult, evaluate
-from ..io import CohortIndex, load_scan
+from ..io.cohort import CohortIndex
+from ..io.scan import load_scan
 from ..metrics import METRICS
 from .common import (MAPS, METHOD_NAMES, MODEL_ORDER, Log, Report, RunInfo, Stopwatch, ensure_cohort, fmt, is_muscle,
                      map_label, no_bar, peak_rss_mb, predict_normalized, train_or_reuse, write_csv)

@@ -37,7 +37,7 @@ from torch import nn
 
 from ..figures import save_figure
 from ..errors import MrfreconError
-from ..io import load_scan
+from ..io.scan import load_scan
 from ..metrics import masks_for
 from ..models import frame_channels, to_channels
 from .common import (Log, Report, RunInfo, Stopwatch, ensure_cohort, fmt, map_label, no_bar, peak_rss_mb,

@@ -32,7 +32,8 @@ import numpy as np
 
 from ..figures import save_figure
 from ..errors import MrfreconError
-from ..io import CohortIndex, load_scan
+from ..io.cohort import CohortIndex
+from ..io.scan import load_scan
 from ..metrics import masks_for, nrmse
 from .common import (MAPS, Log, Report, RunInfo, Stopwatch, ensure_cohort, fmt, map_label, no_bar, peak_rss_mb,
                      predict_normalized, train_or_reuse, write_csv)

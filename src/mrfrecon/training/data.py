@@ -13,7 +13,8 @@ from ..checkpoint import TARGETS
 from ..data import MAP_NAMES, MapNorm, normalize_series
 from ..errors import MrfreconError
 from ..models import to_channels
-from ..io import CohortIndex, Scan, load_scan
+from ..io.cohort import CohortIndex
+from ..io.scan import Scan, load_scan
 
 __all__ = ["ScanData", "TrainData", "load_training_data"]
 

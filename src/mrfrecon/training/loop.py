@@ -22,7 +22,7 @@ from torch import nn
 from ..checkpoint import TARGETS, Checkpoint, load_checkpoint, save_checkpoint
 from ..data import MAP_NAMES, MapNorm, PatchDataset, PatchGrid, grid_for, masked_mse, predict_volume
 from ..errors import MrfreconError
-from ..io import atomic_write_text
+from ..atomic import atomic_write_text
 from ..metrics import masks_for, nrmse
 from ..models import MODELS, build
 from ..presets import load_preset

@@ -1,6 +1,6 @@
 """The ``mrfrecon experiment`` commands: the paper's three experiments, one command each.
 
-Registered on the main group (:data:`mrfrecon.cli.cli`) when this module is imported::
+Registered on the main group (:data:`mrfrecon.cli.common.cli`) when this module is imported::
 
     mrfrecon experiment compare --preset demo --out results/compare [--cohort C] [--target both]
     mrfrecon experiment receptive-field --preset demo --out results/rf [--fields 1,3,5,...,21]
@@ -17,25 +17,10 @@ from pathlib import Path
 
 import click
 
-from .cli import cli, progress
-from .errors import MrfreconError
+from ..errors import MrfreconError
+from .common import cli, progress, set_threads
 
 _PRESETS = ["tiny", "demo", "paper"]
-
-
-def set_threads(threads: int | None, echo=click.echo) -> int:
-    """Set torch's intra-op threads: ``threads``, or :func:`~mrfrecon.experiments.common.auto_threads`
-    (the cores not kept busy by other processes). Returns the number set."""
-    import torch
-
-    from .experiments.common import auto_threads
-
-    if threads is not None and threads < 1:
-        raise MrfreconError(f"--threads: expected >= 1, got {threads}")
-    n = threads or auto_threads()
-    torch.set_num_threads(n)
-    echo(f"torch threads: {n}{'' if threads else ' (auto: free cores)'}")
-    return n
 
 
 def _common(f):
@@ -74,7 +59,7 @@ def experiment() -> None:
 def compare_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, target, models, width, patch) -> None:
     """Experiment 1 (Table 1, Figure 2): proposed vs Cohen, Fang and Balsiger 2018 on the test split,
     against the reference maps and the ground truth; dictionary matching as a fifth method."""
-    from .experiments.compare import run_compare
+    from ..experiments.compare import run_compare
 
     set_threads(threads)
     res = run_compare(out, preset=preset, cohort=cohort, target=target, seed=seed, epochs=epochs, subjects=subjects,
@@ -98,7 +83,7 @@ def compare_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, t
 def receptive_field_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, fields, target, width, patch) -> None:
     """Experiment 2 (Figure 3): the proposed CNN per receptive field; per-scan NRMSE boxplots and paired
     Wilcoxon signed-rank tests against the best field, Bonferroni-corrected."""
-    from .experiments.receptive_field import parse_fields, run_receptive_field
+    from ..experiments.receptive_field import parse_fields, run_receptive_field
 
     set_threads(threads)
     res = run_receptive_field(out, preset=preset, cohort=cohort, fields=parse_fields(fields), target=target, seed=seed,
@@ -122,7 +107,7 @@ def receptive_field_cmd(preset, cohort, out, seed, epochs, subjects, workers, th
 def occlusion_cmd(checkpoint, preset, cohort, out, seed, epochs, subjects, workers, threads, frames_per_batch) -> None:
     """Experiment 3 (Figure 4): each temporal frame blacked out in turn (real and imaginary channels, after
     normalization); importance = |NRMSE(occluded) − NRMSE(original)| per frame and map on the test split."""
-    from .experiments.occlusion import run_occlusion
+    from ..experiments.occlusion import run_occlusion
 
     if frames_per_batch is not None and frames_per_batch < 1:
         raise MrfreconError(f"--frames-per-batch: expected >= 1, got {frames_per_batch}")

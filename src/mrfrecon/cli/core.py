@@ -1,90 +1,18 @@
-"""The ``mrfrecon`` command.
+"""The core commands of ``mrfrecon``: sequence, dictionary, match, simulate, figure, demo.
 
 Units on the command line are those of a scanner console: ms, Hz, degrees, fractions.
-Errors in the input are printed as one line (exit status 2); ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import importlib.util
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
 import numpy as np
 
-from . import __version__
-from .errors import MrfreconError
-
-
-class _Group(click.Group):
-    """A click group that turns :class:`MrfreconError` into a one-line message."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except MrfreconError as e:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            click.echo(f"mrfrecon: error: {e}", err=True)
-            ctx.exit(2)
-        except KeyboardInterrupt:
-            click.echo("mrfrecon: interrupted", err=True)
-            ctx.exit(130)
-
-
-@contextlib.contextmanager
-def progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar; yields a callback taking the number of items done so far."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda done: bar.update(task, completed=done)
-
-
-def _sequence(path: Path | None, echo_spacing: float):
-    from .sequence import Sequence
-
-    return Sequence.load(path) if path is not None else Sequence.mrf_wf(echo_spacing_ms=echo_spacing)
-
-
-_seq_opts = [
-    click.option("--sequence", "sequence_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-                 help="Sequence JSON file (default: the built-in MRF-WF schedule)."),
-    click.option("--echo-spacing", type=float, default=1.11, show_default=True,
-                 help="MRF-WF echo spacing TR − TE in ms (when no --sequence is given)."),
-]
-
-
-def _with(options):
-    def deco(f):
-        for o in reversed(options):
-            f = o(f)
-        return f
-
-    return deco
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="mrfrecon")
-@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
-@click.option("--device", default=None, help="Torch device, e.g. cpu or cuda:0 (default: CUDA if available).")
-@click.pass_context
-def cli(ctx: click.Context, debug: bool, device: str | None) -> None:
-    """mrfrecon: water T1 (ms), fat fraction (0-1) and B1 (a.u.) maps from MR fingerprinting.
-
-    Times are in ms, off-resonance in Hz, flip angles in degrees.
-    """
-    ctx.ensure_object(dict)
-    ctx.obj["debug"] = debug
-    if device:
-        import os
-
-        os.environ["MRFRECON_DEVICE"] = device
+from .. import __version__
+from ..errors import MrfreconError
+from .common import _seq_opts, _sequence, _with, cli, progress, set_threads
 
 
 # --------------------------------------------------------------------------------- sequence
@@ -138,7 +66,7 @@ def dictionary() -> None:
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="HDF5 file to write.")
 def dictionary_build(sequence_path, echo_spacing, grid, preset_grid, energy, rank, out) -> None:
     """Simulate water and fat dictionaries on a grid and save them with their temporal basis."""
-    from .dictionary import Dictionary, Grid
+    from ..dictionary import Dictionary, Grid
 
     seq = _sequence(sequence_path, echo_spacing)
     g = Grid.load(grid) if grid else (Grid.mrftools() if preset_grid == "mrftools" else Grid.clinical())
@@ -152,7 +80,7 @@ def dictionary_build(sequence_path, echo_spacing, grid, preset_grid, energy, ran
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
 def dictionary_info(path: Path) -> None:
     """Describe a dictionary file."""
-    from .dictionary import Dictionary
+    from ..dictionary import Dictionary
 
     d = Dictionary.load(path)
     click.echo(d.summary())
@@ -169,7 +97,7 @@ def _load_fingerprints(path: Path) -> np.ndarray:
 
 
 def _save_maps(maps: dict[str, np.ndarray], out: Path, attrs: dict[str, str]) -> None:
-    from .io import atomic_h5, atomic_path
+    from ..atomic import atomic_h5, atomic_path
 
     suffix = out.suffix.lower()
     if suffix == ".npz":
@@ -200,14 +128,14 @@ def match_cmd(fingerprints: Path, dict_path: Path, out: Path, method: str, ff_mo
     """
     import time
 
-    from .dictionary import Dictionary
-    from .matching import match
+    from ..dictionary import Dictionary
+    from ..matching import match
 
     suffix = fingerprints.suffix.lower()
     if suffix in (".h5", ".hdf5"):  # a scan: its foreground voxels, maps back on its grid
-        from .cohort import reference_maps
-        from .io import load_scan
-        from .matching import MAP_KEYS
+        from ..cohort import reference_maps
+        from ..io.scan import load_scan
+        from ..matching import MAP_KEYS
 
         scan = load_scan(fingerprints)
         d = Dictionary.load(dict_path, scan.sequence)
@@ -234,7 +162,8 @@ def match_cmd(fingerprints: Path, dict_path: Path, out: Path, method: str, ff_mo
 def _read_maps(path: Path) -> dict[str, np.ndarray]:
     """User maps from an HDF5 file (datasets named t1h2o, ff, b1, df, t1fat, pd at the root or
     under maps/) or a folder of NIfTI files named <map>.nii or <map>.nii.gz (x, y, slice order)."""
-    from .io import MAP_NAMES, open_h5, read_dataset
+    from ..io.h5 import open_h5, read_dataset
+    from ..io.scan import MAP_NAMES
 
     maps: dict[str, np.ndarray] = {}
     if path.is_dir():
@@ -276,13 +205,13 @@ def _read_maps(path: Path) -> dict[str, np.ndarray]:
 @click.option("--snr", type=float, default=None, help="Image-domain SNR of a frame (default: the preset's).")
 def simulate_cmd(preset, out, subjects, seed, workers, no_reference, from_maps, snr) -> None:
     """Simulate an MRF-WF cohort (phantoms → radial k-space → KWIC frames → scan files), resumable."""
-    from .presets import load_preset
+    from ..presets import load_preset
 
     if from_maps is not None:
-        from .cohort import acquire, reference_maps
-        from .dictionary import Dictionary
-        from .io import MAP_NAMES, Scan, save_scan
-        from .sequence import Sequence
+        from ..cohort import acquire, reference_maps
+        from ..dictionary import Dictionary
+        from ..io.scan import MAP_NAMES, Scan, save_scan
+        from ..sequence import Sequence
 
         cfg = load_preset(preset)["cohort"]
         maps = _read_maps(from_maps)
@@ -298,7 +227,7 @@ def simulate_cmd(preset, out, subjects, seed, workers, no_reference, from_maps, 
         save_scan(target, scan)
         click.echo(f"wrote {target} ({series.shape[0]} slices, {series.shape[1]} frames, {series.shape[2]}²)")
         return
-    from .cohort import simulate_cohort
+    from ..cohort import simulate_cohort
 
     n = subjects if subjects is not None else int(load_preset(preset)["cohort"]["subjects"])
     with progress(n, f"simulating {preset} cohort") as cb:
@@ -315,8 +244,8 @@ def simulate_cmd(preset, out, subjects, seed, workers, no_reference, from_maps, 
 @click.option("--slice", "slice_index", type=int, default=None, help="Slice (default: the middle one).")
 def figure_cmd(scan_path: Path, out: Path, slice_index: int | None) -> None:
     """Plot one slice of a scan: frames, ground truth, reference maps and their error (PNG)."""
-    from .figures import plot_scan
-    from .io import load_scan
+    from ..figures import plot_scan
+    from ..io.scan import load_scan
 
     plot_scan(load_scan(scan_path), out, slice_index=slice_index)
     click.echo(f"wrote {out}")
@@ -341,25 +270,8 @@ def demo(out: Path, preset: str, seed: int, target: str, voxels: int, noise: flo
     """The built-in demo: simulate a small cohort with reference maps, train the four networks briefly,
     compare them (Table 1, Figure 2) against the references and the ground truth; prints the table and
     the report's path."""
-    from .cli_experiments import set_threads
-    from .demo import run_demo
+    from ..demo import run_demo
 
     n = set_threads(threads)
     run_demo(out, preset=preset, seed=seed, target=target, voxels=voxels, noise=noise, matching_only=matching_only,
              workers=n, echo=click.echo, progress=progress)
-
-
-def main() -> None:
-    """Entry point of the ``mrfrecon`` console script."""
-    cli(obj={})
-
-
-# the network commands (train, predict, evaluate) and the experiments register themselves on the group
-from . import cli_nets  # noqa: E402,F401
-
-if importlib.util.find_spec(f"{__package__}.cli_experiments") is not None:  # being written; optional until then
-    importlib.import_module(f"{__package__}.cli_experiments")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """The network commands of ``mrfrecon``: ``train``, ``predict``, ``evaluate``.
 
-Registered on the main group (:data:`mrfrecon.cli.cli`) when this module is imported (cli.py
-does so). For several GPUs, launch training with torchrun::
+Registered on the main group (:data:`mrfrecon.cli.common.cli`) when this module is imported
+(:mod:`mrfrecon.cli` does so). For several GPUs, launch training with torchrun::
 
     torchrun --nproc_per_node 4 -m mrfrecon train --model proposed --cohort C --out R
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from .cli import cli, progress
-from .errors import MrfreconError
+from ..errors import MrfreconError
+from .common import cli, progress
 
 _MODELS = ["proposed", "cohen2018", "fang2018", "balsiger2018"]
 
@@ -45,7 +45,7 @@ _MODELS = ["proposed", "cohen2018", "fang2018", "balsiger2018"]
 def train_cmd(model, cohort, out, preset, target, epochs, batch_size, lr, width, patch, receptive_field, seed, resume,
               amp, workers, half_inputs) -> None:
     """Train a network on a cohort; keeps the model with the best validation NRMSE."""
-    from .training import train
+    from ..training import train
 
     options = {"receptive_field": receptive_field} if receptive_field is not None else {}
     if options and model != "proposed":
@@ -68,8 +68,8 @@ def predict_cmd(checkpoint: Path, scans: tuple[Path, ...], out: Path, no_nifti: 
     """Predict T1H2O (ms), FF and B1 maps of SCANS (scan .h5 files) with a trained network."""
     import time
 
-    from .checkpoint import load_checkpoint
-    from .inference import predict_folder
+    from ..checkpoint import load_checkpoint
+    from ..inference import predict_folder
 
     t0 = time.perf_counter()
     ck = load_checkpoint(checkpoint)  # before the bar: a bad file is one line of error
@@ -89,8 +89,8 @@ def predict_cmd(checkpoint: Path, scans: tuple[Path, ...], out: Path, no_nifti: 
               help="Folder for per_scan.csv, summary.csv, summary.md.")
 def evaluate_cmd(predictions: Path, cohort: Path, split: str, against: str, out: Path) -> None:
     """NRMSE, PSNR, SSIM per scan (mean ± SD) and R² of ROI means, as in the paper (section 2.3)."""
-    from .evaluation import evaluate, write_report
-    from .io import CohortIndex
+    from ..evaluation import evaluate, write_report
+    from ..io.cohort import CohortIndex
 
     paths = CohortIndex.load(cohort).paths(split)
     if not paths:

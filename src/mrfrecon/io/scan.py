@@ -1,106 +1,21 @@
-"""File input/output shared by all stages: atomic writes, HDF5 helpers.
-
-Nothing already written is lost: every file is written to a temporary name in the target folder
-and renamed into place only when complete, so an interrupted run never leaves a half-written file
-under the final name (a rename is atomic on POSIX file systems).
-"""
+"""The scan file: one HDF5 file per scan (series, masks, maps, labels, sequence, attributes)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
-from . import __version__
-from .errors import MrfreconError
-from .sequence import Sequence
+from .. import __version__
+from ..atomic import atomic_h5
+from ..errors import MrfreconError
+from ..sequence import Sequence
+from .h5 import open_h5, read_dataset
 
-
-def _tmp_path(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    # mkstemp makes the file private (0600); give it the permissions a plain open() would
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return Path(tmp)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
-
-    On an exception the temporary file is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    tmp = _tmp_path(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically and return the path."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return path
-
-
-@contextlib.contextmanager
-def atomic_h5(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
-    """Open a new HDF5 file for writing that appears under ``path`` only once it is closed cleanly."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        yield f
-
-
-def open_h5(path: str | os.PathLike[str], what: str) -> h5py.File:
-    """Open an existing HDF5 file read-only, with a clear error if it is missing or not HDF5.
-
-    ``what`` names the kind of file expected (e.g. ``"dictionary"``) for the message.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise MrfreconError(f"{path}: no such {what} file")
-    try:
-        return h5py.File(path, "r")
-    except OSError as e:
-        raise MrfreconError(f"{path}: not a readable HDF5 {what} file (truncated or corrupt?): {e}") from None
-
-
-def read_dataset(f: h5py.File, name: str, *, ndim: int | None = None, dtype_kind: str | None = None):
-    """Read dataset ``name`` from ``f`` and check its rank and dtype kind ('f', 'c', 'i', 'b', 'u').
-
-    Errors name the file and the dataset.
-    """
-    if name not in f:
-        raise MrfreconError(f"{f.filename}: {name}: dataset missing")
-    ds = f[name]
-    if not isinstance(ds, h5py.Dataset):
-        raise MrfreconError(f"{f.filename}: {name}: expected a dataset, found a group")
-    if ndim is not None and ds.ndim != ndim:
-        raise MrfreconError(f"{f.filename}: {name}: expected {ndim} dimensions, found shape {ds.shape}")
-    if dtype_kind is not None and ds.dtype.kind not in dtype_kind:
-        raise MrfreconError(f"{f.filename}: {name}: expected dtype kind {dtype_kind!r}, found {ds.dtype}")
-    try:
-        return ds[()]
-    except OSError as e:
-        raise MrfreconError(f"{f.filename}: {name}: cannot be read (truncated file?): {e}") from None
-
-
-# ====================================================================================== scans
 SCAN_FORMAT = "mrfrecon.scan/1"
 MAP_NAMES = ("t1h2o", "ff", "b1", "df", "t1fat", "pd")
 MAP_UNITS = {"t1h2o": "ms", "ff": "fraction", "b1": "a.u.", "df": "Hz", "t1fat": "ms", "pd": "a.u.", "residual": "fraction"}
@@ -267,106 +182,3 @@ def load_scan(path: str | os.PathLike[str], *, series: bool = True) -> Scan:
                 if v.shape != (s, y, x) or not np.isfinite(v).all():
                     raise MrfreconError(f"{path}: {grp}/{k}: expected finite values of shape {(s, y, x)}")
     return scan
-
-
-def export_nifti(maps: dict[str, np.ndarray], out_dir: str | os.PathLike[str], *, voxel_mm: tuple[float, float, float] = (1.0, 1.0, 8.0),
-                 prefix: str = "") -> list[Path]:
-    """Write each map ``(slices, y, x)`` as ``<prefix><name>.nii.gz`` (x, y, slice order, RAS-like
-    affine with the voxel size in mm), atomically. Returns the paths written."""
-    import nibabel as nib
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    affine = np.diag([voxel_mm[0], voxel_mm[1], voxel_mm[2], 1.0])
-    for name, v in maps.items():
-        vol = np.transpose(np.asarray(v, np.float32), (2, 1, 0))  # (x, y, slice)
-        img = nib.Nifti1Image(vol, affine)
-        img.header.set_xyzt_units("mm")
-        target = out / f"{prefix}{name}.nii.gz"
-        with atomic_path(target) as tmp:
-            # nibabel chooses the compression from the file name: save under a .nii.gz name, then move
-            named = Path(str(tmp) + ".nii.gz")
-            nib.save(img, str(named))
-            os.replace(named, tmp)
-        written.append(target)
-    return written
-
-
-# ====================================================================================== cohorts
-COHORT_FORMAT = "mrfrecon.cohort/1"
-INDEX_NAME = "cohort.json"
-SPLITS = ("train", "val", "test")
-
-
-@dataclass
-class CohortIndex:
-    """A cohort: a folder of scan files and ``cohort.json`` listing them with the split.
-
-    ``subjects`` maps a subject id to its entry ``{"file": "<name>.h5", "region": ..., "condition": ...}``
-    (file names relative to the folder); ``split`` maps ``train``/``val``/``test`` to subject ids.
-    """
-
-    root: Path
-    subjects: dict[str, dict[str, Any]]
-    split: dict[str, list[str]]
-    attrs: dict[str, Any] = field(default_factory=dict)
-
-    def path(self, subject: str) -> Path:
-        """The scan file of ``subject``."""
-        return self.root / self.subjects[subject]["file"]
-
-    def paths(self, split: str) -> list[Path]:
-        """Scan files of one split (``train``, ``val`` or ``test``), in index order."""
-        if split not in SPLITS:
-            raise MrfreconError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
-        return [self.path(s) for s in self.split[split]]
-
-    def save(self) -> Path:
-        """Write ``cohort.json`` atomically."""
-        doc = {"format": COHORT_FORMAT, "mrfrecon_version": __version__, "attrs": self.attrs,
-               "subjects": self.subjects, "split": self.split}
-        return atomic_write_text(self.root / INDEX_NAME, json.dumps(doc, indent=1))
-
-    @classmethod
-    def load(cls, root: str | os.PathLike[str]) -> CohortIndex:
-        """Read and validate ``root/cohort.json``: every listed file exists, splits are disjoint."""
-        root = Path(root)
-        p = root / INDEX_NAME
-        if not root.is_dir():
-            raise MrfreconError(f"{root}: no such cohort folder")
-        if not p.exists():
-            raise MrfreconError(f"{p}: missing (not a cohort folder: run `mrfrecon simulate` to make one)")
-        try:
-            doc = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise MrfreconError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        if not isinstance(doc, dict) or doc.get("format") != COHORT_FORMAT:
-            raise MrfreconError(f"{p}: format: expected {COHORT_FORMAT!r}")
-        subjects, split = doc.get("subjects"), doc.get("split")
-        if not isinstance(subjects, dict) or not subjects:
-            raise MrfreconError(f"{p}: subjects: the cohort is empty")
-        if not isinstance(split, dict) or set(split) != set(SPLITS):
-            raise MrfreconError(f"{p}: split: expected lists for {', '.join(SPLITS)}")
-        seen: set[str] = set()
-        for name in SPLITS:
-            for s in split[name]:
-                if s not in subjects:
-                    raise MrfreconError(f"{p}: split/{name}: unknown subject {s!r}")
-                if s in seen:
-                    raise MrfreconError(f"{p}: split: subject {s!r} is in more than one split")
-                seen.add(s)
-        for s, entry in subjects.items():
-            if not (root / entry.get("file", "")).is_file():
-                raise MrfreconError(f"{p}: subjects/{s}: file {entry.get('file')!r} not found in {root}")
-        return cls(root=root, subjects=subjects, split={k: list(v) for k, v in split.items()}, attrs=doc.get("attrs", {}))
-
-
-def split_counts(n: int) -> tuple[int, int, int]:
-    """Train/validation/test sizes for ``n`` subjects: the paper's 55/20/20 of 95, proportionally
-    (at least one validation and one test subject once n ≥ 3)."""
-    if n < 3:
-        return (n, 0, 0)
-    val = max(1, round(n * 20 / 95))
-    test = max(1, round(n * 20 / 95))
-    return (n - val - test, val, test)
