@@ -216,7 +216,7 @@ def test_thigh_arrangement(full):
         body_r, body_c = np.nonzero(ph.foreground[2][:, half])
         limb = (body_r.mean(), body_c.mean() + half.start)
         radius = np.sqrt(body_r.size / np.pi)
-        assert np.hypot(femur[0] - limb[0], femur[1] - limb[1]) < 0.35 * radius  # femur central
+        assert np.hypot(femur[0] - limb[0], femur[1] - limb[1]) < 0.35 * radius  # femur near the centre
         assert rf[0] < femur[0] < st[0]  # anterior (top) to posterior
         assert lateral * (vl[1] - femur[1]) > 0 and lateral * (vm[1] - femur[1]) < 0
         assert lateral * (gr[1] - femur[1]) < 0  # gracilis medial
@@ -239,6 +239,118 @@ def test_leg_arrangement(full):
         assert n == 2  # tibia and fibula
         sizes = np.bincount(lab.ravel())[1:]
         assert sizes.max() > 2.5 * sizes.min()  # the tibia is much the bigger bone
+
+
+def _limb_masks(ph: Phantom, k: int) -> list[np.ndarray]:
+    """Filled outline of the right (image left) and left limb on slice k, split at the pixel
+    columns nearest to each limb's centre (the limbs may touch at coarse matrices)."""
+    n = ph.labels.shape[-1]
+    xs = (np.arange(n) + 0.5) * ph.attrs["fov_mm"] / n - 0.5 * ph.attrs["fov_mm"]
+    c = [lb["centre_x_mm"][k] for lb in ph.attrs["limbs"]]
+    right = (np.abs(xs - c[0]) < np.abs(xs - c[1]))[None, :]
+    body = ndimage.binary_fill_holes(ph.labels[k] > 0)
+    return [body & right, body & ~right]
+
+
+def _principal_axes(mask: np.ndarray) -> tuple[float, float]:
+    """(ratio of the principal axes, angle of the long axis from the AP direction in degrees)
+    of a region's pixel distribution (square root of the eigenvalue ratio of its covariance)."""
+    rr, cc = np.nonzero(mask)
+    ev, evec = np.linalg.eigh(np.cov(np.stack([cc, rr]).astype(float)))
+    long_axis = evec[:, 1]
+    return float(np.sqrt(ev[1] / ev[0])), float(np.degrees(np.arccos(abs(long_axis[1]))))
+
+
+def _bones(ph: Phantom, mask: np.ndarray, k: int) -> list[tuple[float, float, int]]:
+    """(row, col, pixels) of each connected bone (cortex + marrow, ≥ 3 pixels) inside ``mask``
+    on slice k, largest first."""
+    bone = np.isin(ph.labels[k], [ph.label_id("cortical_bone"), ph.label_id("marrow")]) & mask
+    lab, n = ndimage.label(bone, structure=np.ones((3, 3)))  # 8-connected: a ridge pixel is bone
+    out = []
+    for i in range(1, n + 1):
+        rr, cc = np.nonzero(lab == i)
+        if rr.size >= 3:  # an isolated partial-volume edge pixel of a bone is not a bone
+            out.append((float(rr.mean()), float(cc.mean()), int(rr.size)))
+    return sorted(out, key=lambda b: -b[2])
+
+
+@pytest.fixture(scope="module")
+def many() -> dict[str, list[Phantom]]:
+    """20 subjects per region at a coarse matrix (the outline statistics over seeds)."""
+    return {r: [make_phantom(r, seed=500 + s, matrix=96, slices=3) for s in range(20)] for r in REGIONS}
+
+
+@pytest.mark.parametrize("region, lo, hi", [("thigh", 1.12, 1.38), ("leg", 1.05, 1.38)])
+def test_outlines_are_elliptical_and_subject_specific(many, region, lo, hi):
+    # issue 13: patient thighs have a principal-axis ratio of about 1.15–1.35, legs similar
+    ratios, angles = [], []
+    for ph in many[region]:
+        for m in _limb_masks(ph, 1):
+            r, a = _principal_axes(m)
+            ratios.append(r)
+            angles.append(a)
+    p5, med, p95 = np.percentile(ratios, [5, 50, 95])
+    assert lo <= p5 and p95 <= hi and 1.15 <= med <= 1.3, (p5, med, p95)
+    assert min(ratios) > 1.03  # no near-circular limb
+    assert np.std(ratios) > 0.03  # subject-specific
+    assert np.median(angles) < 25  # long axis near anteroposterior
+
+
+def test_subcutaneous_fat_varies_around_the_limb_and_between_subjects(many):
+    per_subject = []
+    for ph in many["thigh"][:8]:
+        m = _limb_masks(ph, 1)[0]
+        fat = m & (ph.labels[1] == ph.label_id("subcutaneous_fat"))
+        inner = ndimage.binary_fill_holes(m & ~fat & (ph.labels[1] != ph.label_id("skin")))
+        rr, cc = np.nonzero(inner)
+        r0, c0 = rr.mean(), cc.mean()
+        # fat pixels per 45° sector around the compartment centre, relative to their mean
+        fr, fc = np.nonzero(fat)
+        sector = ((np.arctan2(fr - r0, fc - c0) + np.pi) // (np.pi / 4)).astype(int) % 8
+        counts = np.bincount(sector, minlength=8).astype(float)
+        assert counts.max() > 1.3 * counts.min()  # thickness changes around the limb
+        per_subject.append(fat.sum() / m.sum())
+    assert max(per_subject) > 1.5 * min(per_subject)
+
+
+def test_bones_in_their_quadrants(many):
+    # femur medial and posterior of the thigh's centre; in the leg two bones on every slice,
+    # the tibia anteromedial, the fibula lateral (and posterior) of it (anatomy module docstring)
+    for ph in many["thigh"]:
+        for k in range(ph.labels.shape[0]):
+            for side, m in enumerate(_limb_masks(ph, k)):
+                lateral = -1 if side == 0 else 1  # the patient's right limb is on the image's left
+                rr, cc = np.nonzero(m)
+                bones = _bones(ph, m, k)
+                assert len(bones) == 1, (ph.seed, k, side)
+                fr, fc, _ = bones[0]
+                assert lateral * (fc - cc.mean()) < 0, (ph.seed, k, side)  # medial
+                assert fr > rr.mean(), (ph.seed, k, side)  # posterior (rows grow posteriorly)
+    for ph in many["leg"]:
+        for k in range(ph.labels.shape[0]):
+            for side, m in enumerate(_limb_masks(ph, k)):
+                lateral = -1 if side == 0 else 1
+                rr, cc = np.nonzero(m)
+                bones = _bones(ph, m, k)
+                assert len(bones) == 2, (ph.seed, k, side, len(bones))
+                (tr, tc, tn), (fr, fc, fn) = bones
+                assert tn > 2 * fn  # the tibia is the big one
+                assert tr < rr.mean() and lateral * (tc - cc.mean()) < 0  # tibia anteromedial
+                assert lateral * (fc - tc) > 0 and lateral * (fc - cc.mean()) > 0  # fibula lateral
+                assert fr > tr  # and posterior to the tibia
+
+
+def test_no_muscle_outside_the_limb(many):
+    for region in REGIONS:
+        for ph in many[region][:10]:
+            for k in range(ph.labels.shape[0]):
+                # inside the skin: at least one pixel (3.6 mm) from the background everywhere
+                body = ndimage.binary_erosion(ndimage.binary_fill_holes(ph.labels[k] > 0))
+                for side, m in enumerate(_limb_masks(ph, k)):
+                    names = {i for i, n in ph.label_names.items() if n.startswith(("right_", "left_")[side])}
+                    mus = np.isin(ph.labels[k], list(names))
+                    assert not (mus & ~body).any(), (region, ph.seed, k)
+                    assert not (mus & ~m).any(), (region, ph.seed, k, side)  # on its own side
 
 
 @pytest.mark.parametrize("region", ["thigh", "leg"])
@@ -310,6 +422,24 @@ def test_off_resonance_mostly_in_design_band(cohort):
         deep_max.append(np.abs(df[mus]).max())
     assert np.median(inside) > 0.85
     assert np.median(near_skin_max) > np.median(deep_max)  # strongest at the skin/air boundary
+    assert max(near_skin_max) >= 90  # DESIGN: up to ±120 Hz at the skin
+
+
+def test_b1_cohort_percentiles_and_gradients(cohort):
+    # DESIGN: median 0.70, 5th–95th percentile 0.45–0.90 over the foreground (pooled cohort)
+    pooled = np.concatenate([ph.maps["b1"][ph.foreground] for ph in cohort])
+    p5, med, p95 = np.percentile(pooled, [5, 50, 95])
+    assert 0.64 <= med <= 0.76 and 0.40 <= p5 <= 0.56 and 0.84 <= p95 <= 0.96, (p5, med, p95)
+    explained = []
+    for ph in cohort:
+        k = 1
+        fg = ph.foreground[k]
+        rr, cc = np.nonzero(fg)
+        b = ph.maps["b1"][k][fg]
+        design = np.stack([np.ones_like(rr), rr, cc, cc**2], axis=1).astype(float)
+        fit = design @ np.linalg.lstsq(design, b, rcond=None)[0]
+        explained.append(1 - np.var(b - fit) / np.var(b))
+    assert np.median(explained) > 0.6  # LR/AP gradients (and an LR curvature) carry the field
 
 
 def test_b1_is_smooth(cohort):

@@ -10,14 +10,27 @@ muscles packed inside the deep fascia). Template seeds change linearly with the 
 the limb, so the five slices of a scan change smoothly.
 
 Anatomical arrangement at mid-thigh and at the proximal third of the leg follows standard
-cross-sectional anatomy atlases (e.g. the Visible Human cross-sections; Moeller & Reif,
-"Pocket Atlas of Sectional Anatomy", vol. 3): femur central with the linea aspera posteriorly;
-quadriceps anterior, adductors and gracilis medial, hamstrings posterior, sartorius
-anteromedial over the adductor canal with the femoral vessels; tibia anteromedial and
-subcutaneous on its medial face, fibula posterolateral, anterior compartment (tibialis
-anterior, extensor digitorum longus), lateral compartment (peronei), deep posterior
-(tibialis posterior, flexor digitorum longus) and superficial posterior (soleus,
-gastrocnemii) compartments.
+cross-sectional anatomy atlases (Bergman, Afifi, Jew & Reimann, "Atlas of Human Anatomy in Cross
+Section", section 7, lower limb, anatomyatlases.org; the Visible Human transverse sections;
+Moeller & Reif, "Pocket Atlas of Sectional Anatomy", vol. 3): quadriceps anterior, adductors and
+gracilis medial, hamstrings posterior, sartorius anteromedial over the adductor canal with the
+femoral vessels, the linea aspera on the femur's posterior face; the femur is off the limb's
+centre, medial and posterior of it (the lateral vasti and the anterior quadriceps are the
+thickest muscle layers around it); tibia anteromedial with its medial face under the skin,
+fibula lateral and posterior to it ("The fibula ... lies lateral and posterior to the tibia",
+Tintinalli's Emergency Medicine, ch. 272, leg injuries), anterior compartment (tibialis
+anterior, extensor digitorum longus), lateral compartment (peronei), deep posterior (tibialis
+posterior, flexor digitorum longus) and superficial posterior (soleus, gastrocnemii)
+compartments.
+
+Outline. Limbs of supine patients are not round: two thighs of 15–18 cm side by side fill most
+of a 350 mm field of view and press against each other and the table, and axial images show
+ovals whose principal-axis ratio (the square root of the ratio of the second moments of the
+outline) is about 1.2–1.3 for the thigh (issue 13, measured on published axial images), with
+the long axis near anteroposterior, and somewhat less for the calf. The compartment's AP/LR
+semi-axis ratio is drawn per subject (``aspect``); the subcutaneous fat, thickest posteromedially
+in the thigh (gynoid distribution) and posteriorly over the calf, varies around the limb by a
+first and a second harmonic whose amplitudes are drawn per subject.
 """
 
 from __future__ import annotations
@@ -108,8 +121,8 @@ THIGH = RegionAnatomy(
     muscles=(
         MuscleTemplate("rectus_femoris", (0.00, 0.76), (0.30, 0.20), 0, 0.0, (0.0, 0.04), -0.08),
         MuscleTemplate("vastus_lateralis", (0.64, 0.08), (0.30, 0.56), 10, 0.05),
-        MuscleTemplate("vastus_intermedius", (0.12, 0.36), (0.36, 0.20), -15, 0.05,
-                       extra=(((0.36, 0.02), (0.14, 0.22), 0.0, 0.02),)),
+        MuscleTemplate("vastus_intermedius", (-0.12, 0.14), (0.36, 0.20), -15, 0.05,
+                       extra=(((0.10, -0.20), (0.14, 0.22), 0.0, 0.02),)),
         MuscleTemplate("vastus_medialis", (-0.44, 0.46), (0.26, 0.28), 40, -0.08, (-0.02, 0.0), 0.2),
         MuscleTemplate("sartorius", (-0.74, 0.14), (0.24, 0.12), 70, -0.04, (0.0, -0.18), 0.0),
         MuscleTemplate("gracilis", (-0.90, -0.26), (0.20, 0.10), 110, -0.04, (0.0, -0.05), 0.0),
@@ -120,7 +133,8 @@ THIGH = RegionAnatomy(
         MuscleTemplate("biceps_femoris", (0.32, -0.70), (0.30, 0.26), -20, 0.02, (-0.02, 0.02), 0.05),
     ),
     bones=(
-        BoneTemplate("femur", (0.06, 0.04), outer_mm=(12.5, 15.5), marrow_mm=(6.5, 9.0),
+        # medial and posterior of the compartment's centre (module docstring)
+        BoneTemplate("femur", (-0.24, -0.22), outer_mm=(12.5, 15.5), marrow_mm=(6.5, 9.0),
                      ridge_amp=0.18, ridge_angle_deg=-95.0, d_centre=(-0.03, 0.0)),
     ),
     vessels=(
@@ -131,7 +145,7 @@ THIGH = RegionAnatomy(
     ),
     compartment_mm={"male": (56.0, 68.0), "female": (48.0, 60.0)},
     subcut_mm={"male": (9.0, 24.0), "female": (15.0, 34.0)},
-    aspect=(0.92, 1.06),
+    aspect=(1.12, 1.30),
     taper_per_100mm=(-0.12, -0.04),
     gap_mm=(2.0, 14.0),
     level_mm=(-40.0, 40.0),
@@ -165,7 +179,7 @@ LEG = RegionAnatomy(
     ),
     compartment_mm={"male": (44.0, 54.0), "female": (39.0, 48.0)},
     subcut_mm={"male": (6.0, 16.0), "female": (9.0, 24.0)},
-    aspect=(0.95, 1.08),
+    aspect=(1.12, 1.32),
     taper_per_100mm=(-0.10, 0.04),
     gap_mm=(15.0, 60.0),
     level_mm=(-30.0, 30.0),
@@ -193,18 +207,20 @@ def draw_limb(rng: np.random.Generator, region: str, sex: str, bulk: float) -> d
     return {
         "comp_a_mm": float(r_comp / np.sqrt(aspect)),   # LR semi-axis
         "comp_b_mm": float(r_comp * np.sqrt(aspect)),   # AP semi-axis
-        # harmonics 2..5 of the outline, weaker with order: smooth, convex-looking limbs
+        # harmonics 3..6 of the outline, weaker with order: smooth, convex-looking limbs (the
+        # 2nd is the ellipse itself; a random 2nd harmonic would round some limbs off)
         "harm_amp": (np.clip(rng.normal(0.0, 1.0, n_h), -2, 2) * 0.025 / np.arange(1, n_h + 1)).tolist(),
         "harm_phase": rng.uniform(0, 2 * np.pi, n_h).tolist(),
         "flat_posterior": float(rng.uniform(0.03, 0.12)),  # supine: flattened on the table
         "subcut_mm": float(rng.uniform(*a.subcut_mm[sex])),
-        "subcut_var": float(rng.uniform(0.1, 0.35)),       # relative modulation around the limb
+        "subcut_var": float(rng.uniform(0.15, 0.5)),       # relative modulation around the limb
         "subcut_angle_deg": float(a.fat_thick_angle_deg + rng.normal(0, 25)),
-        "subcut_harm": float(rng.uniform(0.0, 0.15)),
-        "subcut_harm_phase": float(rng.uniform(0, 2 * np.pi)),
+        "subcut_harm": float(rng.uniform(0.03, 0.18)),
+        # 2nd harmonic of the fat layer: thicker at the ends of the long (AP) axis, ± 60°
+        "subcut_harm_phase": float(np.pi + rng.uniform(-np.pi / 3, np.pi / 3)),
         "skin_mm": float(rng.uniform(1.4, 2.4)),
         "taper": float(rng.uniform(*a.taper_per_100mm)),
-        "rotation_deg": float(rng.normal(0.0, 5.0)),
+        "rotation_deg": float(rng.normal(0.0, 8.0)),  # tilt of the long axis
         "fascia_mm": float(rng.uniform(0.6, 1.3)),
         "muscle_jitter": rng.normal(0.0, 1.0, (len(a.muscles), 5)).tolist(),
         "bone_jitter": rng.normal(0.0, 1.0, (len(a.bones), 4)).tolist(),

@@ -76,39 +76,35 @@ class FieldBank:
 def draw_b1_params(rng: np.random.Generator) -> dict:
     """Subject-level parameters of the B1 field (a.u.).
 
-    At 3 T the transmit field over both thighs is smooth, lower in the centre of each limb
-    (dielectric effect) with a left-right/anterior-posterior gradient; DESIGN.md's published
-    patient slice has median 0.70 and 5th–95th percentiles 0.45–0.90 over the foreground.
+    Measured MRF-WF B1 maps of both thighs at 3 T are smooth, with gradients from left to right
+    and from anterior to posterior across the field of view (the standing-wave pattern of the
+    body coil at 128 MHz over a load the size of both limbs); DESIGN.md's published patient
+    slice has median 0.70 and 5th–95th percentiles 0.45–0.90 over the foreground. The field is a
+    plane (a level at the field's centre, linear LR/AP gradients), a symmetric LR curvature (the
+    limbs' outer or inner sides darker) and a smooth random part; no radially symmetric dip.
     """
+    sx, sy = rng.choice([-1.0, 1.0], 2)
     return {
-        "level": float(rng.uniform(0.86, 1.0)),   # B1 near the limbs' surfaces
-        "grad_x": float(rng.uniform(-0.18, 0.18)),  # change across the half field of view
-        "grad_y": float(rng.uniform(-0.10, 0.10)),
-        "grad_z": float(rng.uniform(-0.02, 0.02)),  # per 10 mm along the stack
-        "dip": float(rng.uniform(0.35, 0.55)),      # depression in each limb's centre
-        "dip_width": float(rng.uniform(0.45, 0.65)),  # × limb radius
-        "dip_shift_x": float(rng.uniform(-0.2, 0.2)),  # × limb radius
-        "dip_shift_y": float(rng.uniform(-0.2, 0.2)),
-        "noise": float(rng.uniform(0.01, 0.03)),
+        "level": float(rng.uniform(0.62, 0.78)),        # B1 at the centre of the field of view
+        "grad_x": float(sx * rng.uniform(0.06, 0.30)),  # change across the half field of view
+        "grad_y": float(sy * rng.uniform(0.10, 0.34)),
+        "curv_x": float(rng.uniform(-0.16, 0.10)),      # × (x / half FOV)²
+        "grad_z": float(rng.uniform(-0.02, 0.02)),      # per 10 mm along the stack
+        "noise": float(rng.uniform(0.03, 0.06)),        # SD of the smooth random part
     }
 
 
-def b1_field(p: dict, x_mm: np.ndarray, y_mm: np.ndarray, z_mm: np.ndarray,
-             limbs: list[tuple[float, float, float]], noise: np.ndarray) -> np.ndarray:
+def b1_field(p: dict, x_mm: np.ndarray, y_mm: np.ndarray, z_mm: np.ndarray, noise: np.ndarray) -> np.ndarray:
     """B1 map ``(slices, H, W)`` float32, clipped to the dictionary range 0.3–1.0.
 
-    ``limbs`` holds ``(cx_mm, cy_mm, radius_mm)`` of each limb; ``noise`` is a smooth unit field.
+    ``x_mm``, ``y_mm`` are pixel-centre coordinates (mm; y grows posteriorly), ``z_mm`` the
+    slice positions and ``noise`` a smooth unit-variance field ``(slices, H, W)``.
     """
     half = 175.0
-    x = x_mm[None, None, :]
-    y = y_mm[None, :, None]
+    x = x_mm[None, None, :] / half
+    y = y_mm[None, :, None] / half
     z = z_mm[:, None, None]
-    b = p["level"] + p["grad_x"] * x / half + p["grad_y"] * y / half + p["grad_z"] * z / 10.0
-    for cx, cy, r in limbs:
-        w = p["dip_width"] * r
-        dx = x - (cx + p["dip_shift_x"] * r)
-        dy = y - (cy + p["dip_shift_y"] * r)
-        b = b - p["dip"] * np.exp(-(dx * dx + dy * dy) / (2.0 * w * w))
+    b = p["level"] + p["grad_x"] * x + p["grad_y"] * y + p["curv_x"] * x * x + p["grad_z"] * z / 10.0
     b = b + p["noise"] * noise
     lo, hi = DICTIONARY_RANGES["b1"]
     return np.clip(b, lo, hi).astype(np.float32)
@@ -131,8 +127,8 @@ def draw_df_params(rng: np.random.Generator) -> dict:
         "grad_y": float(rng.uniform(-25.0, 25.0)),
         "grad_z": float(rng.uniform(-3.0, 3.0)),    # Hz per 10 mm
         "noise": float(rng.uniform(4.0, 10.0)),
-        "skin_amp": float(rng.uniform(25.0, 70.0)),
-        "skin_decay_mm": float(rng.uniform(5.0, 10.0)),
+        "skin_amp": float(rng.uniform(40.0, 100.0)),  # up to ±120 Hz at the skin with the rest
+        "skin_decay_mm": float(rng.uniform(4.0, 8.0)),
         "skin_phase": float(rng.uniform(0.0, 2.0 * np.pi)),
     }
 

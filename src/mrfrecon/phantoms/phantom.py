@@ -155,12 +155,15 @@ class _Limb:
         r = _ellipse_radius(self.a[k], self.b[k], theta)
         mod = 1.0
         for i, (amp, ph) in enumerate(zip(g["harm_amp"], g["harm_phase"])):
-            mod = mod + amp * np.cos((i + 2) * theta + ph)
+            mod = mod + amp * np.cos((i + 3) * theta + ph)  # orders 3+: the ellipse is the 2nd
         return r * mod * (1.0 - g["flat_posterior"] * np.maximum(0.0, -np.sin(theta)) ** 3)
 
     def subcut(self, theta: np.ndarray) -> np.ndarray:
         g = self.g
-        t = g["subcut_mm"] * (1.0 + g["subcut_var"] * np.cos(theta - np.deg2rad(g["subcut_angle_deg"]))
+        # the fat layer is thicker where the compartment is longer (it keeps the limb's oval
+        # outline: a uniform layer would round it off), modulated around the limb
+        a, b = float(np.mean(self.a)), float(np.mean(self.b))
+        t = g["subcut_mm"] * _ellipse_radius(a, b, theta) / np.sqrt(a * b) * (1.0 + g["subcut_var"] * np.cos(theta - np.deg2rad(g["subcut_angle_deg"]))
                               + g["subcut_harm"] * np.cos(2 * theta + g["subcut_harm_phase"]))
         return np.maximum(t, 1.5)
 
@@ -402,9 +405,7 @@ def make_phantom(region: str = "thigh", *, seed: int, matrix: int = 350, fov_mm:
     f_df = fb.field(25.0, 20.0)
 
     # --- B1 and Δf ------------------------------------------------------------------------------
-    limb_circ = [(float(lb.cx.mean()), float(lb.cy.mean()), float(np.sqrt(lb.a.mean() * lb.b.mean()) + lb.g["subcut_mm"]))
-                 for lb in limbs]
-    b1 = b1_field(subj["b1"], xs, ys, zs, limb_circ, f_b1)
+    b1 = b1_field(subj["b1"], xs, ys, zs, f_b1)
     df = df_field(subj["df"], xs, ys, zs, f_df)
 
     out = {k: np.empty((slices, matrix, matrix), np.float32) for k in ("pd", "wat", "fat", "t1w", "t1f")}
