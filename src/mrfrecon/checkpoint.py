@@ -32,9 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import __version__
+from . import limits as L
 from .errors import MrfreconError
 from .atomic import atomic_path
 from .sequence import Sequence
@@ -173,6 +175,9 @@ def load_checkpoint(path: str | os.PathLike[str] | Checkpoint) -> Checkpoint:
     state = obj.get("state_dict")
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise MrfreconError(f"{path}: state_dict: missing or not a dict of tensors")
+    for k, v in state.items():  # a NaN weight would predict NaN maps without a word
+        if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all()):
+            raise MrfreconError(f"{path}: state_dict/{k}: contains NaN or infinite weights")
     try:
         meta = json.loads(obj["meta_json"])
     except (KeyError, TypeError, json.JSONDecodeError) as e:
@@ -188,13 +193,34 @@ def load_checkpoint(path: str | os.PathLike[str] | Checkpoint) -> Checkpoint:
     if meta["target"] not in TARGETS:
         raise MrfreconError(f"{path}: meta_json: target must be one of {TARGETS}, found {meta['target']!r}")
     ck = Checkpoint(path=path, state_dict=state, meta=meta, training=obj.get("training"))
-    # fail now, not at prediction time: the sequence, the map ranges and the frame count agree
+    try:
+        _check_meta(ck, path, spec)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        if isinstance(e, MrfreconError):
+            raise
+        raise MrfreconError(f"{path}: meta_json: malformed field ({type(e).__name__}: {str(e)[:120]})") from None
+    return ck
+
+
+def _check_meta(ck: Checkpoint, path: Path, spec: dict[str, Any]) -> None:
+    """Fail at loading, not at prediction time: the sequence, the map ranges and the frame count agree."""
     seq = ck.sequence
     if seq.digest() != ck.sequence_digest:
         raise MrfreconError(f"{path}: sequence_digest {ck.sequence_digest} does not match its sequence_json ({seq.digest()})")
     if seq.frames != ck.frames or int(spec.get("frames", -1)) != ck.frames:
         raise MrfreconError(f"{path}: frames {ck.frames} disagree with the sequence ({seq.frames}) or the model spec")
-    norm = ck.map_norm
+    try:
+        norm = ck.map_norm
+    except MrfreconError as e:
+        raise MrfreconError(f"{path}: meta_json: {e}") from None
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        raise MrfreconError(f"{path}: meta_json: map_norm is malformed ({type(e).__name__})") from None
     if tuple(norm.names) != ck.maps or int(spec.get("maps", -1)) != len(ck.maps):
         raise MrfreconError(f"{path}: maps {list(ck.maps)} disagree with map_norm {list(norm.names)} or the model spec")
-    return ck
+    for name, lo, hi in zip(norm.names, norm.minimum, norm.maximum, strict=True):
+        if name in L.MAP_LIMITS:  # the training maps' range: it must be a physical one
+            for v in (lo, hi):
+                try:
+                    L.check_map(name, np.array([v], np.float64), f"{path}: map_norm/{name}")
+                except MrfreconError as e:
+                    raise MrfreconError(f"{e} (the training maps were out of range)") from None

@@ -14,8 +14,10 @@ complete, so a half-written scan never looks finished), and the same seed gives 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -37,7 +39,9 @@ from .acquisition import (
 )
 from .dictionary import Dictionary
 from .errors import MrfreconError
-from .io.cohort import CohortIndex, split_counts
+from .atomic import atomic_write_text
+from .fs import FolderLock, pid_alive, remove_stale_temps
+from .io.cohort import INDEX_NAME, CohortIndex, split_counts
 from .io.scan import MAP_NAMES, Scan, load_scan, save_scan
 from .matching import match
 from .physics import simulate, simulate_projected
@@ -223,12 +227,71 @@ def simulate_scan(
                 reference=reference, labels=ph.labels, label_names=ph.label_names, attrs=attrs)
 
 
-def _is_complete(path: Path) -> bool:
+def _complete_scan(path: Path) -> Scan | None:
+    """The scan at ``path`` without its series if it is a complete, valid scan file, else None."""
     try:
-        load_scan(path, series=False)
-        return True
+        return load_scan(path, series=False)
     except MrfreconError:
-        return False
+        return None
+
+
+def _scan_differences(light: Scan, want: Mapping[str, Any]) -> list[str]:
+    """What differs between a scan already in the folder and what this run would simulate
+    (``want``: subject seed, region, settings, reference, version); [] when it can be kept."""
+    a = light.attrs
+    out = []
+    got_settings = a.get("cohort_settings") or {}
+    if a.get("seed") != want["seed"]:
+        if "seed" in got_settings:
+            out.append(f"seed {got_settings['seed']} (requested {want['settings']['seed']})")
+        else:
+            out.append(f"subject seed {a.get('seed')} (requested {want['seed']})")
+    if a.get("region") != want["region"]:
+        out.append(f"region {a.get('region')} (requested {want['region']})")
+    if a.get("mrfrecon_version") != __version__:
+        out.append(f"mrfrecon {a.get('mrfrecon_version')} (this is {__version__})")
+    sim = a.get("simulation") or {}
+    for k, v in want["settings"]["cohort"].items():
+        if not isinstance(v, list) and sim.get(k) != v:
+            out.append(f"{k} {sim.get(k)!r} (requested {v!r})")
+    if "preset" in got_settings and got_settings["preset"] != want["settings"]["preset"] and not out:
+        out.append(f"preset {got_settings['preset']} (requested {want['settings']['preset']})")
+    if bool(light.reference) != bool(want["settings"]["reference"]):
+        out.append("reference maps " + ("present (requested none)" if light.reference else "missing (requested)"))
+    return out
+
+
+def _settings_differences(got: Mapping[str, Any], want: Mapping[str, Any]) -> list[str]:
+    """Differences between two cohort settings records (see :func:`simulate_cohort`)."""
+    out = []
+    for k in ("preset", "seed", "reference", "mrfrecon_version"):
+        if got.get(k) != want.get(k):
+            out.append(f"{k} {got.get(k)!r} (requested {want.get(k)!r})")
+    gc, wc = got.get("cohort") or {}, want.get("cohort") or {}
+    for k in sorted(set(gc) | set(wc)):
+        if gc.get(k) != wc.get(k):
+            out.append(f"{k} {gc.get(k)!r} (requested {wc.get(k)!r})")
+    return out
+
+
+def _refuse(where: Path, diffs: list[str]) -> MrfreconError:
+    return MrfreconError(f"{where}: made with other settings: {'; '.join(diffs)}; "
+                         f"pass --overwrite to replace it, or choose another --out")
+
+
+def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``"K/N"`` → ``(K, N)`` with 1 ≤ K ≤ N (None stays None)."""
+    if text is None or isinstance(text, tuple):
+        k_n = text
+    else:
+        try:
+            k, n = (int(x) for x in str(text).split("/"))
+            k_n = (k, n)
+        except ValueError:
+            raise MrfreconError(f"--shard: expected K/N (e.g. 2/8), got {text!r}") from None
+    if k_n is not None and not 1 <= k_n[0] <= k_n[1]:
+        raise MrfreconError(f"--shard: expected K/N with 1 ≤ K ≤ N, got {k_n[0]}/{k_n[1]}")
+    return k_n
 
 
 @functools.lru_cache(maxsize=2)
@@ -237,18 +300,36 @@ def _dictionary(path: str) -> Dictionary:
     return Dictionary.load(path)
 
 
-def _pool_init() -> None:
+def _pool_init(parent_pid: int) -> None:
+    import threading
+
     import torch
 
     torch.set_num_threads(1)  # one subject per worker process: more threads would only fight
+    # a worker must not outlive its parent (a killed `simulate` would leave workers running for
+    # minutes, writing scans nobody waits for): a daemon thread checks for the parent twice a second
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True, name="mrfrecon-parent-watch").start()
+
+
+def _exit_with_parent(parent_pid: int, interval_s: float = 0.5) -> None:
+    while True:
+        time.sleep(interval_s)
+        if not pid_alive(parent_pid) or os.getppid() == 1:
+            os._exit(1)
 
 
 def _worker(args: tuple) -> str:
-    subject, region, seed, cfg, seq_json, dict_path, out_path, storage = args
+    subject, region, seed, cfg, seq_json, dict_path, out_path, storage, settings = args
     seq = Sequence.from_json(seq_json)
     d = _dictionary(dict_path) if dict_path else None
-    save_scan(out_path, simulate_scan(subject, region, seed, cfg, seq, d), storage=storage)
+    scan = simulate_scan(subject, region, seed, cfg, seq, d)
+    scan.attrs["cohort_settings"] = settings  # what a resumed run compares with (see _scan_differences)
+    save_scan(out_path, scan, storage=storage)
     return subject
+
+
+SETTINGS_NAME = "cohort-settings.json"
+_INDEX_LOCK = ".mrfrecon-index.lock"
 
 
 def simulate_cohort(
@@ -260,49 +341,97 @@ def simulate_cohort(
     workers: int = 1,
     reference: bool = True,
     overrides: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    shard: tuple[int, int] | str | None = None,
     progress: Callable[[int], None] | None = None,
     log: Callable[[str], None] = lambda s: None,
-) -> CohortIndex:
+) -> CohortIndex | None:
     """Simulate (or finish simulating) a cohort in ``out`` and write its ``cohort.json``.
 
     Subjects alternate between thighs and legs; conditions are drawn per subject by the phantom
-    model. Scans already present and complete are kept. Returns the cohort index.
+    model. A scan already in the folder is kept only when it is complete and was made with the same
+    subject seed, settings, reference choice and mrfrecon version; otherwise the run refuses before
+    writing anything and says what differs, unless ``overwrite`` (then such scans are replaced).
+    The folder's settings (``cohort-settings.json``) and index are checked the same way.
+
+    One process writes a folder at a time (an OS-level lock; a second is refused with the first's
+    PID), except shards: ``shard=(K, N)`` simulates only subjects ``i`` with ``i % N == K - 1``
+    (disjoint, deterministic sets), and any number of shards may run at once into one folder; the
+    index is written by whichever run finds every subject present and verified (the last shard, or
+    a run without ``shard``). Returns the cohort index, or None when a shard leaves subjects to
+    other shards.
     """
     cfg = dict(load_preset(preset)["cohort"])
     if overrides:
         cfg.update(overrides)
     n = int(subjects if subjects is not None else cfg["subjects"])
-    if n < 1:
-        raise MrfreconError(f"subjects: expected at least 1, got {n}")
+    if not 1 <= n <= 100_000:
+        raise MrfreconError(f"subjects: expected 1 to 100,000, got {n}")
+    if seed < 0 or seed >= 2**63:
+        raise MrfreconError(f"seed: expected an integer in [0, 2^63), got {seed}")
+    if workers < 1:
+        raise MrfreconError(f"workers: expected at least 1, got {workers}")
+    k_n = parse_shard(shard)
     root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise MrfreconError(f"{root}: exists and is not a folder (--out names the cohort folder)")
     root.mkdir(parents=True, exist_ok=True)
     seq = Sequence.mrf_wf(echo_spacing_ms=float(cfg.get("echo_spacing_ms", 1.11)))
+    settings = {"preset": preset, "seed": int(seed), "reference": bool(reference), "cohort": cfg,
+                "sequence_digest": seq.digest(), "mrfrecon_version": __version__}
+    # whole-cohort runs exclude everyone; shards exclude whole-cohort runs and the same shard
+    folder_lock = FolderLock(root, "cohort", shared=k_n is not None)
+    shard_lock = FolderLock(root, f"shard {k_n[0]}/{k_n[1]} of the cohort", name=f".mrfrecon-shard-{k_n[0]}-of-{k_n[1]}.lock") \
+        if k_n is not None else None
+    with folder_lock, (shard_lock or contextlib.nullcontext()):
+        removed = remove_stale_temps(root)  # only those of processes that are gone: shards may be writing
+        if removed:
+            log(f"removed {len(removed)} temporary file(s) left by an interrupted run")
+        return _simulate_locked(root, n, seq, cfg, settings, workers, reference, overwrite, k_n, progress, log)
+
+
+def _simulate_locked(root: Path, n: int, seq: Sequence, cfg: dict[str, Any], settings: dict[str, Any], workers: int,
+                     reference: bool, overwrite: bool, k_n: tuple[int, int] | None,
+                     progress: Callable[[int], None] | None, log: Callable[[str], None]) -> CohortIndex | None:
+    seed = settings["seed"]
     dict_path = root / "dictionary.h5"
-    if reference:
-        try:
-            Dictionary.load(dict_path, seq)
-        except MrfreconError:
-            log(f"building the reference dictionary → {dict_path}")
-            Dictionary.build(seq).save(dict_path)
     regions = list(cfg.get("regions", ["thigh", "leg"]))
     entries: dict[str, dict[str, Any]] = {}
-    jobs = []
+    wanted: dict[str, dict[str, Any]] = {}
     for i in range(n):
         sid = f"sub-{i:03d}"
-        region = regions[i % len(regions)]
-        s_seed = subject_seed(seed, i)
-        fname = f"{sid}.h5"
-        entries[sid] = {"file": fname, "region": region, "seed": s_seed}
-        if not _is_complete(root / fname):
-            jobs.append((sid, region, s_seed, cfg, seq.to_json(), str(dict_path) if reference else None,
-                         str(root / fname), str(cfg.get("storage", "complex64"))))
-    done = n - len(jobs)
+        entries[sid] = {"file": f"{sid}.h5", "region": regions[i % len(regions)], "seed": subject_seed(seed, i)}
+        wanted[sid] = {"seed": entries[sid]["seed"], "region": entries[sid]["region"], "settings": settings}
+    mine = [f"sub-{i:03d}" for i in range(n) if k_n is None or i % k_n[1] == k_n[0] - 1]
+    # settings first, under the index lock (shards starting together agree on one record)
+    with FolderLock(root, "cohort index", name=_INDEX_LOCK, blocking=True):
+        _check_folder_settings(root, settings, overwrite)
+        jobs = []
+        for sid in mine:
+            path = root / entries[sid]["file"]
+            light = _complete_scan(path)
+            if light is not None:
+                diffs = _scan_differences(light, wanted[sid])
+                if not diffs:
+                    continue
+                if not overwrite:
+                    raise _refuse(path, diffs)
+            jobs.append((sid, entries[sid]["region"], entries[sid]["seed"], cfg, seq.to_json(),
+                         str(dict_path) if reference else None, str(path), str(cfg.get("storage", "complex64")), settings))
+        atomic_write_text(root / SETTINGS_NAME, json.dumps(settings, indent=1))
+        if reference and jobs:
+            try:
+                Dictionary.load(dict_path, seq)
+            except MrfreconError:
+                log(f"building the reference dictionary → {dict_path}")
+                Dictionary.build(seq).save(dict_path)
+    done = len(mine) - len(jobs)
     if done:
-        log(f"{done} of {n} scans already complete in {root}")
+        log(f"{done} of {len(mine)} scans already complete in {root}")
     if progress:
         progress(done)
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_pool_init) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_pool_init, initargs=(os.getpid(),)) as pool:
             for _ in pool.map(_worker, jobs):
                 done += 1
                 if progress:
@@ -313,15 +442,55 @@ def simulate_cohort(
             done += 1
             if progress:
                 progress(done)
-    for sid, e in entries.items():
-        light = load_scan(root / e["file"], series=False)
-        e["condition"] = light.attrs.get("condition")
-    rng = np.random.default_rng(seed)
-    order = [f"sub-{i:03d}" for i in rng.permutation(n)]
-    n_train, n_val, _ = split_counts(n)
-    split = {"train": sorted(order[:n_train]), "val": sorted(order[n_train : n_train + n_val]),
-             "test": sorted(order[n_train + n_val :])}
-    index = CohortIndex(root, entries, split, attrs={"preset": preset, "seed": seed, "cohort": cfg,
-                                                       "sequence": seq.name, "reference": reference})
-    index.save()
+    with FolderLock(root, "cohort index", name=_INDEX_LOCK, blocking=True):
+        missing = []
+        for sid, e in entries.items():
+            light = _complete_scan(root / e["file"])
+            if light is None or _scan_differences(light, wanted[sid]):
+                missing.append(sid)
+                continue
+            e["condition"] = light.attrs.get("condition")
+        if missing:
+            if k_n is None:  # cannot happen unless another process replaced files under us
+                raise MrfreconError(f"{root}: {', '.join(missing[:5])} not complete or changed by another process")
+            log(f"shard {k_n[0]}/{k_n[1]} done; the index waits for {len(missing)} subject(s) of other shards")
+            return None
+        rng = np.random.default_rng(seed)
+        order = [f"sub-{i:03d}" for i in rng.permutation(n)]
+        n_train, n_val, _ = split_counts(n)
+        split = {"train": sorted(order[:n_train]), "val": sorted(order[n_train : n_train + n_val]),
+                 "test": sorted(order[n_train + n_val :])}
+        index = CohortIndex(root, entries, split, attrs={"preset": settings["preset"], "seed": seed, "cohort": cfg,
+                                                           "sequence": seq.name, "reference": reference})
+        index.save()
     return index
+
+
+def _check_folder_settings(root: Path, settings: Mapping[str, Any], overwrite: bool) -> None:
+    """Refuse a folder whose recorded settings or index were made with other settings."""
+    if overwrite:
+        return
+    p = root / SETTINGS_NAME
+    if p.exists():
+        try:
+            got = json.loads(p.read_text())
+            if not isinstance(got, dict):
+                raise ValueError
+        except (ValueError, UnicodeDecodeError):
+            raise MrfreconError(f"{p}: unreadable; pass --overwrite to replace it") from None
+        diffs = _settings_differences(got, settings)
+        if diffs:
+            raise _refuse(root, diffs)
+    idx = root / INDEX_NAME
+    if idx.exists():
+        try:
+            doc = json.loads(idx.read_text())
+            attrs = dict(doc["attrs"])
+            got = {"preset": attrs.get("preset"), "seed": attrs.get("seed"), "reference": attrs.get("reference"),
+                   "cohort": attrs.get("cohort"), "mrfrecon_version": doc.get("mrfrecon_version")}
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise MrfreconError(f"{idx}: unreadable cohort index; pass --overwrite to replace it") from None
+        want = {k: v for k, v in settings.items() if k in got}
+        diffs = _settings_differences(got, want)
+        if diffs:
+            raise _refuse(idx, diffs)

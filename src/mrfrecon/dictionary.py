@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from . import limits as L
 from .errors import MrfreconError
 from .atomic import atomic_h5
 from .io.h5 import open_h5, read_dataset
@@ -34,14 +35,19 @@ from .sequence import Sequence
 
 FORMAT = "mrfrecon.dictionary/1"
 AXES = ("t1h2o_ms", "t1fat_ms", "b1", "df_hz")
-_AXIS_LIMITS = {"t1h2o_ms": (0.0, math.inf), "t1fat_ms": (0.0, math.inf), "b1": (0.0, math.inf), "df_hz": (-math.inf, math.inf)}
+#: (low, high, low_open, unit) of every axis: the map ranges of :mod:`mrfrecon.limits`
+_AXIS_LIMITS = {"t1h2o_ms": L.MAP_LIMITS["t1h2o"], "t1fat_ms": L.MAP_LIMITS["t1fat"], "b1": L.MAP_LIMITS["b1"],
+                "df_hz": L.MAP_LIMITS["df"]}
 
 
 def _ranges(*spans: tuple[float, float, float]) -> np.ndarray:
     """Concatenate inclusive ranges ``(start, stop, step)``; steps are rounded to whole counts."""
     out = []
     for start, stop, step in spans:
-        n = int(round((stop - start) / step)) + 1
+        count = (stop - start) / step
+        if not math.isfinite(count) or count + 1 > L.MAX_AXIS_VALUES:
+            raise MrfreconError(f"range [{start:g}, {stop:g}, {step:g}] has more than {L.MAX_AXIS_VALUES:,} values")
+        n = int(round(count)) + 1
         out.append(start + step * np.arange(n))
     return np.unique(np.round(np.concatenate(out), 10))
 
@@ -60,12 +66,19 @@ class Grid:
 
     def __post_init__(self) -> None:
         for ax in AXES:
-            v = np.asarray(getattr(self, ax), dtype=np.float64)
-            lo, hi = _AXIS_LIMITS[ax]
+            try:
+                v = np.asarray(getattr(self, ax), dtype=np.float64)
+            except (TypeError, ValueError):
+                raise MrfreconError(f"grid: {ax}: expected a list of numbers") from None
             if v.ndim != 1 or v.size == 0:
-                raise MrfreconError(f"grid: {ax}: expected a non-empty list of values")
-            if not np.isfinite(v).all() or (v <= lo).any() or (v > hi).any():
-                raise MrfreconError(f"grid: {ax}: values must be finite and > {lo}")
+                raise MrfreconError(f"grid: {ax}: expected a non-empty 1-D list of values, got shape {v.shape}")
+            if v.size > L.MAX_AXIS_VALUES:
+                raise MrfreconError(f"grid: {ax}: {v.size:,} values, more than the limit of {L.MAX_AXIS_VALUES:,}")
+            lo, hi, lo_open, unit = _AXIS_LIMITS[ax]
+            bad = ~np.isfinite(v) | ((v <= lo) if lo_open else (v < lo)) | (v > hi)
+            if bad.any():
+                rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]{' ' + unit if unit else ''}"
+                raise MrfreconError(f"grid: {ax}: value {v[bad][0]:g} outside the physical range {rng}")
             if np.any(np.diff(v) <= 0):
                 raise MrfreconError(f"grid: {ax}: values must be strictly increasing")
             object.__setattr__(self, ax, v)
@@ -121,6 +134,8 @@ class Grid:
                     kw[ax] = _ranges(*spans)  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 raise MrfreconError(f"{where}: expected numbers (ranges as [start, stop, step] with step > 0)") from None
+            except MrfreconError as e:
+                raise MrfreconError(f"{where}: {e}") from None
         try:
             return cls(**kw)
         except MrfreconError as e:
@@ -158,6 +173,19 @@ class Grid:
     def n_fat(self) -> int:
         """Number of fat atoms (B1 × Δf × T1fat)."""
         return self.b1.size * self.df_hz.size * self.t1fat_ms.size
+
+
+def check_build_size(sequence: Sequence, grid: Grid) -> None:
+    """Refuse, before any allocation, a dictionary larger than :data:`~mrfrecon.limits.MAX_ATOM_FRAMES`
+    atom-frames or than the memory its build needs: the atoms (complex64), a normalized copy and the
+    concatenation for the basis (3 × the atoms), and the per-spoke longitudinal amplitudes of one
+    species (float32 ``(B1 × T1, spokes)``)."""
+    atoms = grid.n_water + grid.n_fat
+    if atoms * sequence.frames > L.MAX_ATOM_FRAMES:
+        raise MrfreconError(f"grid: {atoms:,} atoms × {sequence.frames} frames is more than the limit of "
+                            f"{L.MAX_ATOM_FRAMES:,} atom-frames ({L.MAX_ATOM_FRAMES * 8 / 2**30:.0f} GiB as complex64)")
+    n_amp = grid.b1.size * max(grid.t1h2o_ms.size, grid.t1fat_ms.size) * sequence.spokes
+    L.check_memory(3 * atoms * sequence.frames * 8 + n_amp * 4 * 2, f"dictionary of {atoms:,} atoms × {sequence.frames} frames")
 
 
 def temporal_basis(atoms: torch.Tensor, energy: float = 0.999, rank: int | None = None) -> tuple[torch.Tensor, float]:
@@ -247,7 +275,10 @@ class Dictionary:
         """
         if not 0.0 < energy <= 1.0:
             raise MrfreconError(f"energy: expected a fraction in (0, 1], got {energy}")
+        if rank is not None and not 1 <= rank <= sequence.frames:
+            raise MrfreconError(f"rank: expected 1 to {sequence.frames} (the sequence's frames), got {rank}")
         grid = grid or Grid.clinical()
+        check_build_size(sequence, grid)
         dev = default_device(device)
         t0 = time.perf_counter()
         water = component_atoms(sequence, grid.t1h2o_ms, grid.b1, grid.df_hz, "water", t2_ms=t2h2o_ms, fat=fat, device=dev)
@@ -300,18 +331,29 @@ class Dictionary:
         with open_h5(path, "dictionary") as f:
             if f.attrs.get("format") != FORMAT:
                 raise MrfreconError(f"{path}: format: expected {FORMAT!r}, found {f.attrs.get('format')!r} (not an mrfrecon dictionary)")
+            seq = Sequence.from_json(_text_attr(f, "sequence_json", path), f"{path}: sequence_json")
+            fat_model = _fat_model(_text_attr(f, "fat_model_json", path), path)
+            meta = {}
+            for k, (lo, hi, lo_open) in (("t2h2o_ms", (0.0, 10_000.0, True)), ("t2fat_ms", (0.0, 10_000.0, True)),
+                                         ("energy", (0.0, 1.0 + 1e-6, True))):
+                if k not in f.attrs:
+                    raise MrfreconError(f"{path}: attribute {k} missing")
+                try:
+                    meta[k] = L.check_finite_number(f.attrs[k], f"{path}: {k}", lo, hi, lo_open=lo_open)
+                except (TypeError, ValueError):
+                    raise MrfreconError(f"{path}: {k}: expected a number, found {f.attrs[k]!r}") from None
             try:
-                seq = Sequence.from_json(str(f.attrs["sequence_json"]), f"{path}: sequence_json")
-                fat_model = FatModel(**{k: tuple(v) for k, v in json.loads(f.attrs["fat_model_json"]).items()})
-                meta = {k: float(f.attrs[k]) for k in ("t2h2o_ms", "t2fat_ms", "energy")}
-            except KeyError as e:
-                raise MrfreconError(f"{path}: attribute {e.args[0]} missing") from None
-            grid = Grid(**{ax: read_dataset(f, f"grid/{ax}", ndim=1, dtype_kind="f") for ax in AXES})
+                grid = Grid(**{ax: read_dataset(f, f"grid/{ax}", ndim=1, dtype_kind="f") for ax in AXES})
+            except MrfreconError as e:
+                raise MrfreconError(f"{path}: {e}" if not str(e).startswith(str(path)) else str(e)) from None
             water = read_dataset(f, "water", ndim=4, dtype_kind="c")
             fat = read_dataset(f, "fat", ndim=4, dtype_kind="c")
             basis = read_dataset(f, "basis", ndim=2, dtype_kind="c")
             version = str(f.attrs.get("mrfrecon_version", "unknown"))
-            build_seconds = float(f.attrs.get("build_seconds", float("nan")))
+            try:
+                build_seconds = float(f.attrs.get("build_seconds", float("nan")))
+            except (TypeError, ValueError):
+                build_seconds = float("nan")  # for the record only
         g = grid.shape
         expect_w = (g["b1"], g["df_hz"], g["t1h2o_ms"], seq.frames)
         expect_f = (g["b1"], g["df_hz"], g["t1fat_ms"], seq.frames)
@@ -352,3 +394,37 @@ class Dictionary:
             f"Δf {g.df_hz[0]:g}…{g.df_hz[-1]:g} Hz ({g.df_hz.size}); {self.frames} frames, temporal basis rank {self.rank} "
             f"({100 * self.energy:.3f} % energy)"
         )
+
+
+def _text_attr(f: Any, key: str, path: Path) -> str:
+    """A string attribute of an HDF5 file, or an error naming the file and the attribute."""
+    if key not in f.attrs:
+        raise MrfreconError(f"{path}: attribute {key} missing")
+    v = f.attrs[key]
+    if isinstance(v, bytes):
+        try:
+            v = v.decode()
+        except UnicodeDecodeError:
+            raise MrfreconError(f"{path}: {key}: not UTF-8 text") from None
+    if not isinstance(v, str):
+        raise MrfreconError(f"{path}: {key}: expected a JSON string, found {type(v).__name__}")
+    return v
+
+
+def _fat_model(text: str, path: Path) -> FatModel:
+    """The fat spectrum of a dictionary file (``fat_model_json``), validated."""
+    try:
+        d = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise MrfreconError(f"{path}: fat_model_json: not valid JSON") from None
+    try:
+        if not isinstance(d, dict):
+            raise TypeError
+        model = FatModel(**{k: tuple(float(x) for x in v) for k, v in d.items()})
+    except (TypeError, ValueError):
+        raise MrfreconError(f"{path}: fat_model_json: expected an object of equally long number lists "
+                            f"({', '.join(FatModel().to_dict())})") from None
+    freqs, amps = np.asarray(model.frequencies_hz, np.float64), np.asarray(model.amplitudes, np.float64)
+    if not (np.isfinite(freqs).all() and np.isfinite(amps).all() and (amps >= 0).all() and amps.sum() > 0):
+        raise MrfreconError(f"{path}: fat_model_json: expected finite peak frequencies (Hz) and amplitudes ≥ 0 with a positive sum")
+    return model

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from . import limits as L
 from .errors import MrfreconError
 
 SCHEMA = "mrfrecon.sequence/1"
@@ -236,6 +237,8 @@ class Sequence:
             d = json.loads(text)
         except json.JSONDecodeError as e:
             raise MrfreconError(f"{source}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+        except RecursionError:
+            raise MrfreconError(f"{source}: not valid JSON (nested too deeply)") from None
         return cls.from_dict(d, source)
 
     @classmethod
@@ -243,10 +246,13 @@ class Sequence:
         """Read a sequence JSON file, validating every field."""
         path = Path(path)
         try:
-            text = path.read_text()
+            if path.stat().st_size > _MAX_FILE_BYTES:
+                raise MrfreconError(f"{path}: {path.stat().st_size:,} bytes is too large for a sequence file "
+                                    f"(at most {_MAX_FILE_BYTES:,}: {L.MAX_SPOKES:,} spokes)")
+            raw = path.read_bytes()
         except OSError as e:
             raise MrfreconError(f"{path}: cannot read sequence file ({e.strerror})") from None
-        return cls.from_json(text, str(path))
+        return cls.from_json(_decode_text(raw, path), str(path))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the sequence as JSON (atomically: a temporary file renamed into place)."""
@@ -263,6 +269,20 @@ class Sequence:
         return hash(self.digest())
 
 
+#: a sequence file of MAX_SPOKES spokes with three long numbers each stays far below this
+_MAX_FILE_BYTES = 16 * 2**20
+
+
+def _decode_text(raw: bytes, path: Path) -> str:
+    """UTF-8 text of a file (a UTF-8 byte-order mark is allowed); binary or UTF-16 files are refused."""
+    if b"\x00" in raw:
+        raise MrfreconError(f"{path}: not a text file (it holds NUL bytes: binary, or UTF-16 text; save it as UTF-8 JSON)")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise MrfreconError(f"{path}: not UTF-8 text (byte {e.start} cannot be decoded; save it as UTF-8 JSON)") from None
+
+
 def _number(v: Any, source: str, key: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise MrfreconError(f"{source}: {key}: expected a number, got {v!r}")
@@ -272,6 +292,8 @@ def _number(v: Any, source: str, key: str) -> float:
 def _number_array(v: Any, source: str, key: str) -> np.ndarray:
     if not isinstance(v, (list, tuple, np.ndarray)):
         raise MrfreconError(f"{source}: {key}: expected a list of numbers (one per spoke), got {type(v).__name__}")
+    if len(v) > L.MAX_SPOKES:
+        raise MrfreconError(f"{source}: {key}: {len(v):,} spokes, more than the limit of {L.MAX_SPOKES:,}")
     for i, x in enumerate(v):
         if isinstance(x, bool) or not isinstance(x, (int, float, np.floating, np.integer)):
             raise MrfreconError(f"{source}: {key}[{i}]: expected a number, got {x!r}")
@@ -279,9 +301,12 @@ def _number_array(v: Any, source: str, key: str) -> np.ndarray:
 
 
 def _validate(seq: Sequence, source: str) -> None:
+    """Check shapes, finiteness and the physical ranges of :mod:`mrfrecon.limits`."""
     n = seq.flip_angle_deg.shape
     if seq.flip_angle_deg.ndim != 1 or n[0] == 0:
         raise MrfreconError(f"{source}: flip_angle_deg: expected a non-empty 1-D list, got shape {n}")
+    if n[0] > L.MAX_SPOKES:
+        raise MrfreconError(f"{source}: flip_angle_deg: {n[0]:,} spokes, more than the limit of {L.MAX_SPOKES:,}")
     for key in ("te_ms", "tr_ms"):
         arr = getattr(seq, key)
         if arr.shape != n:
@@ -293,23 +318,32 @@ def _validate(seq: Sequence, source: str) -> None:
         bad = ~np.isfinite(arr)
         if bad.any():
             raise MrfreconError(f"{source}: {key}[{int(np.argmax(bad))}]: not a finite number")
-    if (seq.te_ms < 0).any():
-        raise MrfreconError(f"{source}: te_ms[{int(np.argmax(seq.te_ms < 0))}]: must be >= 0 ms")
-    if (seq.tr_ms <= 0).any():
-        raise MrfreconError(f"{source}: tr_ms[{int(np.argmax(seq.tr_ms <= 0))}]: must be > 0 ms")
-    late = seq.te_ms > seq.tr_ms
+    _in_range(seq.flip_angle_deg, source, "flip_angle_deg", 0.0, L.FLIP_MAX_DEG, "°")
+    _in_range(seq.te_ms, source, "te_ms", 0.0, L.TR_MAX_MS, " ms")
+    _in_range(seq.tr_ms, source, "tr_ms", 0.0, L.TR_MAX_MS, " ms", lo_open=True)
+    late = seq.te_ms >= seq.tr_ms
     if late.any():
         i = int(np.argmax(late))
-        raise MrfreconError(f"{source}: te_ms[{i}] = {seq.te_ms[i]} ms is longer than tr_ms[{i}] = {seq.tr_ms[i]} ms")
-    if not (math.isfinite(seq.ti_ms) and seq.ti_ms >= 0):
-        raise MrfreconError(f"{source}: ti_ms: must be a finite number >= 0, got {seq.ti_ms}")
-    if not (math.isfinite(seq.recovery_ms) and seq.recovery_ms >= 0):
-        raise MrfreconError(f"{source}: recovery_ms: must be a finite number >= 0, got {seq.recovery_ms}")
-    if seq.repetitions < 1:
-        raise MrfreconError(f"{source}: repetitions: must be >= 1, got {seq.repetitions}")
+        raise MrfreconError(f"{source}: te_ms[{i}] = {seq.te_ms[i]} ms is not shorter than tr_ms[{i}] = {seq.tr_ms[i]} ms "
+                            f"(the echo must fall inside its repetition)")
+    L.check_finite_number(seq.ti_ms, f"{source}: ti_ms", 0.0, L.TI_MAX_MS, unit="ms")
+    L.check_finite_number(seq.recovery_ms, f"{source}: recovery_ms", 0.0, L.RECOVERY_MAX_MS, unit="ms")
+    L.check_finite_number(seq.excitation_phase_deg, f"{source}: excitation_phase_deg", -L.ANGLE_MAX_DEG, L.ANGLE_MAX_DEG, unit="°")
+    L.check_finite_number(seq.spoke_angle_increment_deg, f"{source}: spoke_angle_increment_deg",
+                          -L.ANGLE_MAX_DEG, L.ANGLE_MAX_DEG, unit="°")
+    if not 1 <= seq.repetitions <= L.MAX_REPETITIONS:
+        raise MrfreconError(f"{source}: repetitions: must be 1-{L.MAX_REPETITIONS}, got {seq.repetitions}")
     if seq.spokes_per_frame < 1:
         raise MrfreconError(f"{source}: spokes_per_frame: must be >= 1, got {seq.spokes_per_frame}")
     if n[0] % seq.spokes_per_frame:
         raise MrfreconError(
             f"{source}: spokes_per_frame: {seq.spokes_per_frame} does not divide the {n[0]} spokes into whole frames"
         )
+
+
+def _in_range(arr: np.ndarray, source: str, key: str, lo: float, hi: float, unit: str, *, lo_open: bool = False) -> None:
+    bad = ((arr <= lo) if lo_open else (arr < lo)) | (arr > hi)
+    if bad.any():
+        i = int(np.argmax(bad))
+        rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+        raise MrfreconError(f"{source}: {key}[{i}] = {arr[i]:g}{unit} is outside the physical range {rng}{unit}")

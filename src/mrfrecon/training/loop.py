@@ -23,6 +23,7 @@ from ..checkpoint import TARGETS, Checkpoint, load_checkpoint, save_checkpoint
 from ..data import MAP_NAMES, MapNorm, PatchDataset, PatchGrid, grid_for, masked_mse, predict_volume
 from ..errors import MrfreconError
 from ..atomic import atomic_write_text
+from ..fs import FolderLock, remove_stale_temps
 from ..metrics import masks_for, nrmse
 from ..models import MODELS, build
 from ..presets import load_preset
@@ -190,9 +191,14 @@ def train(
     cfg = _resolve_config(model, preset, target, tuple(maps), seed, epochs, batch_size, lr, width, patch, model_options)
     cfg["half_inputs"] = bool(half_inputs)
     dst, dev = init_distributed(device)
+    # one writer per run folder (rank 0 writes it; other ranks of the same run do not lock)
+    lock = FolderLock(out, "training run") if dst.main else contextlib.nullcontext()
     try:
-        return _train(cfg, Path(cohort), Path(out), dst, dev, resume=resume, amp=amp, workers=workers,
-                      deterministic_algorithms=deterministic, log=log, show_progress=show_progress)
+        with lock:
+            if dst.main:
+                remove_stale_temps(out)  # of an interrupted run of this folder
+            return _train(cfg, Path(cohort), Path(out), dst, dev, resume=resume, amp=amp, workers=workers,
+                          deterministic_algorithms=deterministic, log=log, show_progress=show_progress)
     finally:
         if dst.owns_group:
             dist.destroy_process_group()
