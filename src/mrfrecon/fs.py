@@ -104,33 +104,56 @@ class FolderLock:
         self.folder, self.what, self.shared, self.blocking = Path(folder), what, shared, blocking
         self.path = self.folder / name
         self._fh = None
+        self._created = False
 
     def acquire(self) -> FolderLock:
+        self._created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")  # noqa: SIM115 - held until release()
-        op = (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | (0 if self.blocking else fcntl.LOCK_NB)
-        try:
-            fcntl.flock(fh.fileno(), op)
-        except OSError as e:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
+        while True:
+            fh = open(self.path, "a+")  # noqa: SIM115 - held until release()
+            op = (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | (0 if self.blocking else fcntl.LOCK_NB)
+            try:
+                fcntl.flock(fh.fileno(), op)
+            except OSError as e:
+                fh.seek(0)
+                holder = (fh.read().split() or ["unknown"])[-1]
+                fh.close()
+                self._remove_created_folder()
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise MrfreconError(f"{self.folder}: another mrfrecon process (PID {holder}) is writing this "
+                                        f"{self.what}; wait for it to finish (or stop it) and run again") from None
+                raise MrfreconError(f"{self.path}: cannot lock ({e.strerror})") from None
+            # the holder before us may have removed the file on release: then lock the new one
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             fh.close()
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise MrfreconError(f"{self.folder}: another mrfrecon process (PID {holder}) is writing this {self.what}; "
-                                    f"wait for it to finish (or stop it) and run again") from None
-            raise MrfreconError(f"{self.path}: cannot lock ({e.strerror})") from None
-        fh.seek(0)
-        fh.truncate()
+        if not self.shared:
+            fh.seek(0)
+            fh.truncate()
         fh.write(f"{os.getpid()}\n")
         fh.flush()
         self._fh = fh
         return self
 
     def release(self) -> None:
+        """Unlock; an exclusive holder also removes the lock file (and the folder if it made it and it is empty)."""
         if self._fh is not None:
+            if not self.shared:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
+            self._remove_created_folder()
+
+    def _remove_created_folder(self) -> None:
+        if self._created:
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()  # only if empty: nothing was written
 
     def __enter__(self) -> FolderLock:
         return self.acquire()
