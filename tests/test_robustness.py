@@ -144,6 +144,7 @@ def test_temporary_files_of_a_killed_writer_are_removed_by_the_next_run(tmp_path
     p = _child(HALF_WRITTEN, str(tmp_path))
     live = list(tmp_path.glob(".sub-000.h5.*.tmp"))
     assert len(live) == 1
+    assert remove_stale_temps(tmp_path) == [] and live[0].exists()  # a live writer's file stays
     _kill(p)
     assert live[0].exists() and not (tmp_path / "sub-000.h5").exists()
     simulate_cohort(tmp_path, subjects=1, seed=0, **FAST)
@@ -188,3 +189,28 @@ def test_pool_workers_exit_when_their_parent_is_killed(tmp_path):
         alive = [w for w in workers if Path(f"/proc/{w}").exists()
                  and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
     assert not alive, f"workers {alive} outlived their parent"
+
+
+@pytest.mark.parametrize("dataset", ["series", "reference/ff", "masks/foreground"])
+def test_a_flipped_byte_is_a_checksum_error_naming_the_dataset(tmp_path, dataset):
+    import h5py
+    import numpy as np
+
+    from mrfrecon import Sequence
+    from mrfrecon.io import Scan, save_scan
+
+    seq = Sequence.mrf_wf()
+    rng = np.random.default_rng(0)
+    series = (rng.normal(size=(1, seq.frames, 8, 8)) + 1j * rng.normal(size=(1, seq.frames, 8, 8))).astype(np.complex64)
+    fg = np.ones((1, 8, 8), bool)
+    path = save_scan(tmp_path / "s.h5", Scan(series=series, foreground=fg, sequence=seq,
+                                             reference={"ff": rng.uniform(0, 1, (1, 8, 8))}))
+    load_scan(path)
+    with h5py.File(path) as f:
+        assert all(f[k].fletcher32 for k in ("series", "reference/ff", "masks/foreground"))
+        info = f[dataset].id.get_chunk_info(0)
+    raw = bytearray(path.read_bytes())
+    raw[info.byte_offset + info.size // 2] ^= 0x01  # one bit, in the middle of the first chunk
+    path.write_bytes(bytes(raw))
+    with pytest.raises(MrfreconError, match=f"s.h5: {dataset}: checksum mismatch"):
+        load_scan(path)

@@ -40,6 +40,7 @@ from .acquisition import (
 from .dictionary import Dictionary
 from .errors import MrfreconError
 from .atomic import atomic_write_text
+from .limits import check_map
 from .fs import FolderLock, pid_alive, remove_stale_temps
 from .io.cohort import INDEX_NAME, CohortIndex, split_counts
 from .io.scan import MAP_NAMES, Scan, load_scan, save_scan
@@ -48,7 +49,6 @@ from .physics import simulate, simulate_projected
 from .presets import load_preset
 from .sequence import Sequence
 
-_RANGES = {"t1h2o": (0.0, np.inf), "t1fat": (0.0, np.inf), "b1": (0.0, np.inf), "ff": (0.0, 1.0), "pd": (0.0, np.inf)}
 
 
 def _check_maps(maps: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], tuple[int, int, int]]:
@@ -71,11 +71,8 @@ def _check_maps(maps: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], tuple[i
             raise MrfreconError(f"maps/{k}: contains NaN or infinite values")
         out[k] = v
     fg = out["pd"] > 0
-    for k, (lo, hi) in _RANGES.items():
-        vals = out[k][fg] if k != "pd" else out[k]
-        bad = (vals < lo) | (vals > hi) | ((vals <= 0) if k in ("t1h2o", "t1fat", "b1") else False)
-        if np.any(bad):
-            raise MrfreconError(f"maps/{k}: value {vals[bad].flat[0]:g} outside its physical range in the foreground")
+    for k in MAP_NAMES:  # the physical ranges of mrfrecon.limits, inside the foreground (pd everywhere)
+        check_map(k, out[k], f"maps/{k}", None if k == "pd" else fg)
     assert shape is not None
     return out, shape  # type: ignore[return-value]
 

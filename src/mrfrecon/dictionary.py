@@ -132,10 +132,10 @@ class Grid:
                     if any(len(s) != 3 or s[2] <= 0 or s[1] < s[0] for s in spans):
                         raise ValueError
                     kw[ax] = _ranges(*spans)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                raise MrfreconError(f"{where}: expected numbers (ranges as [start, stop, step] with step > 0)") from None
             except MrfreconError as e:
                 raise MrfreconError(f"{where}: {e}") from None
+            except (TypeError, ValueError):
+                raise MrfreconError(f"{where}: expected numbers (ranges as [start, stop, step] with step > 0)") from None
         try:
             return cls(**kw)
         except MrfreconError as e:
@@ -340,6 +340,8 @@ class Dictionary:
                     raise MrfreconError(f"{path}: attribute {k} missing")
                 try:
                     meta[k] = L.check_finite_number(f.attrs[k], f"{path}: {k}", lo, hi, lo_open=lo_open)
+                except MrfreconError:
+                    raise
                 except (TypeError, ValueError):
                     raise MrfreconError(f"{path}: {k}: expected a number, found {f.attrs[k]!r}") from None
             try:

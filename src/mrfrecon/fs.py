@@ -19,25 +19,16 @@ import errno
 import fcntl
 import os
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+from .atomic import host_tag, temp_prefix
 from .errors import MrfreconError
 
 __all__ = ["FolderLock", "folder_lock", "remove_stale_temps", "temp_prefix", "pid_alive"]
 
 LOCK_NAME = ".mrfrecon.lock"
 _TMP_RE = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.)?[A-Za-z0-9_]+\.tmp(?:\.nii\.gz)?$")
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
-
-
-def temp_prefix(name: str) -> str:
-    """Prefix of the temporary files of ``name`` written by this process: ``.<name>.<host>-<pid>.``."""
-    return f".{name}.{_host()}-{os.getpid()}."
 
 
 def pid_alive(pid: int) -> bool:
@@ -68,7 +59,7 @@ def remove_stale_temps(folder: str | os.PathLike[str], name: str | None = None) 
         entries = list(folder.iterdir())
     except OSError:
         return removed
-    host = _host()
+    host = host_tag()
     for p in entries:
         m = _TMP_RE.match(p.name)
         if m is None or (name is not None and m["name"] != name) or not p.is_file():

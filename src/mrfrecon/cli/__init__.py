@@ -8,6 +8,7 @@ Modules (each command module imports :mod:`.common` only, never another command 
     common       the ``cli`` group, one-line errors, progress, torch threads
     core         sequence, dictionary, match, simulate, figure, demo
     nets         train, predict, evaluate
+    check        check (validate any project file)
     experiments  experiment compare, receptive-field, occlusion
 
 (``core`` rather than ``main``: a submodule named ``main`` would shadow the :func:`main` entry
@@ -16,7 +17,7 @@ point, ``mrfrecon = "mrfrecon.cli:main"``, as an attribute of this package.)
 
 from __future__ import annotations
 
-from . import core, experiments, nets  # noqa: F401  (each registers its commands on the group)
+from . import check, core, experiments, nets  # noqa: F401  (each registers its commands on the group)
 from .common import cli, progress
 
 __all__ = ["cli", "main", "progress"]

@@ -17,7 +17,24 @@ from ..errors import MrfreconError
 
 
 class _Group(click.Group):
-    """A click group that turns :class:`MrfreconError` into a one-line message."""
+    """A click group that turns :class:`MrfreconError` and click's usage errors into a one-line
+    message (exit status 2), and accepts ``--debug`` before or after the subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # `mrfrecon simulate ... --debug` means the same as `mrfrecon --debug simulate ...`
+        end = args.index("--") if "--" in args else len(args)
+        if "--debug" in args[:end]:
+            args = ["--debug", *[a for a in args[:end] if a != "--debug"], *args[end:]]
+        return super().parse_args(ctx, args)
+
+    def make_context(self, info_name, args, parent=None, **extra):  # type: ignore[override]
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:  # an error in the top-level options: one line too
+            if "--debug" in args:
+                raise
+            click.echo(f"mrfrecon: error: {e.format_message()}", err=True)
+            raise click.exceptions.Exit(2) from None
 
     def invoke(self, ctx: click.Context):
         try:
@@ -26,6 +43,11 @@ class _Group(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             click.echo(f"mrfrecon: error: {e}", err=True)
+            ctx.exit(2)
+        except click.UsageError as e:  # bad options of a subcommand: one line naming the option
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"mrfrecon: error: {e.format_message()}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("mrfrecon: interrupted", err=True)
@@ -49,12 +71,6 @@ def _sequence(path: Path | None, echo_spacing: float):
     return Sequence.load(path) if path is not None else Sequence.mrf_wf(echo_spacing_ms=echo_spacing)
 
 
-_seq_opts = [
-    click.option("--sequence", "sequence_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-                 help="Sequence JSON file (default: the built-in MRF-WF schedule)."),
-    click.option("--echo-spacing", type=float, default=1.11, show_default=True,
-                 help="MRF-WF echo spacing TR − TE in ms (when no --sequence is given)."),
-]
 
 
 def _with(options):
@@ -81,7 +97,51 @@ def cli(ctx: click.Context, debug: bool, device: str | None) -> None:
     if device:
         import os
 
+        from ..runtime import default_device
+
+        default_device(device, what="--device")  # refuse a bogus or absent device before any work
         os.environ["MRFRECON_DEVICE"] = device
+
+
+class Num(click.ParamType):
+    """A finite number (``integer``: a whole one) in ``[lo, hi]`` (``lo_open``: ``(lo, hi]``);
+    ``allow_inf`` also takes ``inf`` (e.g. an SNR without noise). Refusals name the option."""
+
+    def __init__(self, lo: float, hi: float = float("inf"), *, lo_open: bool = False, integer: bool = False,
+                 allow_inf: bool = False) -> None:
+        self.lo, self.hi, self.lo_open, self.integer, self.allow_inf = lo, hi, lo_open, integer, allow_inf
+        self.name = "integer" if integer else "number"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            v = value
+        else:
+            try:
+                v = int(str(value), 10) if self.integer else float(str(value))
+            except ValueError:
+                self.fail(f"expected {'an integer' if self.integer else 'a number'}, got {value!r}", param, ctx)
+        if math.isnan(v) or (math.isinf(v) and not self.allow_inf):
+            self.fail(f"expected a finite number, got {value!r}", param, ctx)
+        low_bad = v <= self.lo if self.lo_open else v < self.lo
+        if low_bad or (v > self.hi and not (self.allow_inf and math.isinf(v))):
+            rng = f"{'>' if self.lo_open else '>='} {self.lo:g}" + (f" and <= {self.hi:g}" if math.isfinite(self.hi) else "")
+            self.fail(f"expected {'an integer' if self.integer else 'a number'} {rng}, got {value!r}", param, ctx)
+        return v
+
+
+#: shared option types (the limits are the physics' or the machine's, not a matter of taste)
+SEED = Num(0, 2**63 - 1, integer=True)
+PROCESSES = Num(1, 256, integer=True)
+COUNT = Num(1, 10**9, integer=True)
+
+_seq_opts = [
+    click.option("--sequence", "sequence_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                 help="Sequence JSON file (default: the built-in MRF-WF schedule)."),
+    click.option("--echo-spacing", type=Num(0.0, 1000.0, lo_open=True), default=1.11, show_default=True,
+                 help="MRF-WF echo spacing TR − TE in ms (when no --sequence is given)."),
+]
 
 
 def set_threads(threads: int | None, echo=click.echo) -> int:
@@ -91,8 +151,8 @@ def set_threads(threads: int | None, echo=click.echo) -> int:
 
     from ..experiments.common import auto_threads
 
-    if threads is not None and threads < 1:
-        raise MrfreconError(f"--threads: expected >= 1, got {threads}")
+    if threads is not None and not 1 <= threads <= 1024:
+        raise MrfreconError(f"--threads: expected 1 to 1024, got {threads}")
     n = threads or auto_threads()
     torch.set_num_threads(n)
     echo(f"torch threads: {n}{'' if threads else ' (auto: free cores)'}")

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import MrfreconError
-from .common import _seq_opts, _sequence, _with, cli, progress, set_threads
+from .common import COUNT, PROCESSES, SEED, Num, _seq_opts, _sequence, _with, cli, progress, set_threads
 
 
 # --------------------------------------------------------------------------------- sequence
@@ -61,8 +61,8 @@ def dictionary() -> None:
                    "ranges = [[start, stop, step], ...]); default the clinical grid (45,000 water, 4,125 fat atoms).")
 @click.option("--preset-grid", type=click.Choice(["clinical", "mrftools"]), default="clinical", show_default=True,
               help="Built-in grid when no --grid is given.")
-@click.option("--energy", type=float, default=0.999, show_default=True, help="Energy the temporal SVD basis keeps.")
-@click.option("--rank", type=int, default=None, help="Fixed rank of the temporal basis (overrides --energy).")
+@click.option("--energy", type=Num(0.0, 1.0, lo_open=True), default=0.999, show_default=True, help="Energy the temporal SVD basis keeps.")
+@click.option("--rank", type=Num(1, 10**6, integer=True), default=None, help="Fixed rank of the temporal basis (overrides --energy).")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="HDF5 file to write.")
 def dictionary_build(sequence_path, echo_spacing, grid, preset_grid, energy, rank, out) -> None:
     """Simulate water and fat dictionaries on a grid and save them with their temporal basis."""
@@ -166,6 +166,7 @@ def _read_maps(path: Path) -> dict[str, np.ndarray]:
     from ..io.scan import MAP_NAMES
 
     maps: dict[str, np.ndarray] = {}
+    files: dict[str, Path] = {}
     if path.is_dir():
         import nibabel as nib
 
@@ -175,13 +176,30 @@ def _read_maps(path: Path) -> dict[str, np.ndarray]:
             if found is None:
                 raise MrfreconError(f"{path}: no {k}.nii.gz or {k}.nii (need {', '.join(MAP_NAMES)})")
             try:
-                vol = np.asarray(nib.load(str(found)).dataobj, dtype=np.float64)
+                img = nib.load(str(found))
+                vol = np.asarray(img.dataobj, dtype=np.float64)
+                affine = np.asarray(img.affine, np.float64)
             except Exception as e:  # nibabel raises several types for bad files
-                raise MrfreconError(f"{found}: not a readable NIfTI image ({e})") from None
+                raise MrfreconError(f"{found}: not a readable NIfTI image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
             vol = vol[..., None] if vol.ndim == 2 else vol
             if vol.ndim != 3:
                 raise MrfreconError(f"{found}: expected a 2-D or 3-D image, got shape {vol.shape}")
+            # all maps describe the same voxels: same shape, same voxel-to-world affine
+            if files:
+                first = next(iter(files))
+                if vol.shape != ref_shape:
+                    raise MrfreconError(f"{found}: shape {vol.shape} differs from {files[first].name} {ref_shape}")
+                if not np.allclose(affine, ref_affine, rtol=1e-5, atol=1e-4):
+                    raise MrfreconError(f"{found}: affine (voxel size, orientation or origin) differs from {files[first].name}")
+            else:
+                ref_shape, ref_affine = vol.shape, affine
+            files[k] = found
             maps[k] = np.transpose(vol, (2, 1, 0))
+        from ..limits import check_map
+
+        fg = maps["pd"] > 0
+        for k, v in maps.items():  # physical ranges, the file named in the message
+            check_map(k, v, str(files[k]), None if k in ("pd", "ff", "df") else fg)
         return maps
     with open_h5(path, "maps") as f:
         base = "maps/" if "maps" in f else ""
@@ -195,15 +213,18 @@ def _read_maps(path: Path) -> dict[str, np.ndarray]:
               help="Cohort size, matrix, slices and SNR (tiny: tests; demo: 2-core CPU; paper: 95 × 5 × 350²).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Cohort folder (or, with --from-maps, the scan .h5 file) to write.")
-@click.option("--subjects", type=int, default=None, help="Number of subjects (default: the preset's).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Cohort seed: the same seed gives identical files.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Subjects simulated in parallel processes.")
+@click.option("--subjects", type=Num(1, 100_000, integer=True), default=None, help="Number of subjects (default: the preset's).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Cohort seed: the same seed gives identical files.")
+@click.option("--workers", type=PROCESSES, default=1, show_default=True, help="Subjects simulated in parallel processes.")
+@click.option("--overwrite", is_flag=True, help="Replace scans (and the index) made with other settings instead of refusing.")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Simulate only subjects i with i mod N = K-1 (shards may run at once into one folder; the last writes the index).")
 @click.option("--no-reference", is_flag=True, help="Skip the reference maps from dictionary matching.")
 @click.option("--from-maps", type=click.Path(path_type=Path, exists=False), default=None,
               help="Simulate one scan from your own maps: an HDF5 file or a folder of NIfTI files "
                    "(t1h2o ms, ff, b1, df Hz, t1fat ms, pd).")
-@click.option("--snr", type=float, default=None, help="Image-domain SNR of a frame (default: the preset's).")
-def simulate_cmd(preset, out, subjects, seed, workers, no_reference, from_maps, snr) -> None:
+@click.option("--snr", type=Num(0.0, lo_open=True, allow_inf=True), default=None, help="Image-domain SNR of a frame (default: the preset's).")
+def simulate_cmd(preset, out, subjects, seed, workers, overwrite, shard, no_reference, from_maps, snr) -> None:
     """Simulate an MRF-WF cohort (phantoms → radial k-space → KWIC frames → scan files), resumable."""
     from ..presets import load_preset
 
@@ -224,16 +245,25 @@ def simulate_cmd(preset, out, subjects, seed, workers, no_reference, from_maps, 
         scan = Scan(series=series, foreground=fg, sequence=seq, maps=m3, reference=ref,
                     attrs={"subject": from_maps.stem, "source_maps": str(from_maps), "seed": seed, "simulation": info})
         target = out if out.suffix in (".h5", ".hdf5") else out / f"{from_maps.stem}.h5"
+        if target.is_dir():
+            raise MrfreconError(f"--out: {target} is an existing folder, not a scan file")
         save_scan(target, scan)
         click.echo(f"wrote {target} ({series.shape[0]} slices, {series.shape[1]} frames, {series.shape[2]}²)")
         return
-    from ..cohort import simulate_cohort
+    from ..cohort import parse_shard, simulate_cohort
 
+    if out.exists() and not out.is_dir():
+        raise MrfreconError(f"--out: {out} is an existing file; a cohort is a folder")
+    k_n = parse_shard(shard)
     n = subjects if subjects is not None else int(load_preset(preset)["cohort"]["subjects"])
-    with progress(n, f"simulating {preset} cohort") as cb:
+    mine = n if k_n is None else len(range(k_n[0] - 1, n, k_n[1]))
+    with progress(mine, f"simulating {preset} cohort" + (f" (shard {k_n[0]}/{k_n[1]})" if k_n else "")) as cb:
         idx = simulate_cohort(out, preset=preset, subjects=subjects, seed=seed, workers=workers,
                               reference=not no_reference, overrides={"snr": snr} if snr is not None else None,
-                              progress=cb, log=click.echo)
+                              overwrite=overwrite, shard=k_n, progress=cb, log=click.echo)
+    if idx is None:
+        click.echo(f"shard {k_n[0]}/{k_n[1]} of {out} complete; the last shard (or a run without --shard) writes cohort.json")
+        return
     sizes = {k: len(v) for k, v in idx.split.items()}
     click.echo(f"cohort of {len(idx.subjects)} scans in {out} (train/val/test {sizes['train']}/{sizes['val']}/{sizes['test']})")
 
@@ -241,13 +271,16 @@ def simulate_cmd(preset, out, subjects, seed, workers, no_reference, from_maps, 
 @cli.command("figure")
 @click.argument("scan_path", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file to write.")
-@click.option("--slice", "slice_index", type=int, default=None, help="Slice (default: the middle one).")
+@click.option("--slice", "slice_index", type=Num(0, 10**6, integer=True), default=None, help="Slice (default: the middle one).")
 def figure_cmd(scan_path: Path, out: Path, slice_index: int | None) -> None:
     """Plot one slice of a scan: frames, ground truth, reference maps and their error (PNG)."""
     from ..figures import plot_scan
     from ..io.scan import load_scan
 
-    plot_scan(load_scan(scan_path), out, slice_index=slice_index)
+    scan = load_scan(scan_path)
+    if slice_index is not None and slice_index >= scan.shape[0]:
+        raise MrfreconError(f"--slice: {slice_index} is out of range: {scan_path} has {scan.shape[0]} slice(s) (0 to {scan.shape[0] - 1})")
+    plot_scan(scan, out, slice_index=slice_index)
     click.echo(f"wrote {out}")
 
 
@@ -256,15 +289,15 @@ def figure_cmd(scan_path: Path, out: Path, slice_index: int | None) -> None:
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("demo-output"), show_default=True)
 @click.option("--preset", type=click.Choice(["tiny", "demo", "paper"]), default="demo", show_default=True,
               help="Cohort and training preset (demo: ≤ 15 min on a 2-core CPU; tiny: about a minute).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the cohort, the training and the matching section.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the cohort, the training and the matching section.")
 @click.option("--target", type=click.Choice(["reference", "ground-truth", "both"]), default="both", show_default=True,
               help="Train the networks on the reference maps, the ground truth, or both side by side.")
-@click.option("--voxels", type=int, default=5000, show_default=True,
+@click.option("--voxels", type=Num(0, 10**8, integer=True), default=5000, show_default=True,
               help="Fingerprints of the dictionary-matching section (0: leave it out).")
-@click.option("--noise", type=float, default=0.01, show_default=True,
+@click.option("--noise", type=Num(0.0, 10.0), default=0.01, show_default=True,
               help="Matching section: complex noise SD relative to the mean fingerprint magnitude.")
 @click.option("--matching-only", is_flag=True, help="Only the dictionary-matching section (seconds).")
-@click.option("--threads", type=int, default=None, help="Torch CPU threads (default: the free cores).")
+@click.option("--threads", type=Num(1, 1024, integer=True), default=None, help="Torch CPU threads (default: the free cores).")
 def demo(out: Path, preset: str, seed: int, target: str, voxels: int, noise: float, matching_only: bool,
          threads: int | None) -> None:
     """The built-in demo: simulate a small cohort with reference maps, train the four networks briefly,

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from ..errors import MrfreconError
-from .common import cli, progress, set_threads
+from .common import PROCESSES, SEED, Num, cli, progress, set_threads
 
 _PRESETS = ["tiny", "demo", "paper"]
 
@@ -30,11 +30,11 @@ def _common(f):
                      help="Cohort folder (cohort.json); default: simulate the preset's cohort into OUT/cohort (or reuse it)."),
         click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
                      help="Result folder: report.md, tables (CSV, Markdown), figures (PNG), runs/ (checkpoints)."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of training and of a simulated cohort."),
-        click.option("--epochs", type=int, default=None, help="Override the preset's number of training epochs."),
-        click.option("--subjects", type=int, default=None, help="Subjects of a simulated cohort (default: the preset's)."),
-        click.option("--workers", type=int, default=1, show_default=True, help="Processes simulating the cohort."),
-        click.option("--threads", type=int, default=None, help="Torch CPU threads (default: the free cores)."),
+        click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of training and of a simulated cohort."),
+        click.option("--epochs", type=Num(1, 100_000, integer=True), default=None, help="Override the preset's number of training epochs."),
+        click.option("--subjects", type=Num(3, 100_000, integer=True), default=None, help="Subjects of a simulated cohort (default: the preset's)."),
+        click.option("--workers", type=PROCESSES, default=1, show_default=True, help="Processes simulating the cohort."),
+        click.option("--threads", type=Num(1, 1024, integer=True), default=None, help="Torch CPU threads (default: the free cores)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -54,8 +54,8 @@ def experiment() -> None:
               help="Train on the dictionary-matching maps (the paper), on the ground truth, or both ways side by side.")
 @click.option("--models", default="proposed,cohen2018,fang2018,balsiger2018", show_default=True,
               help="Comma-separated networks to compare.")
-@click.option("--width", type=float, default=None, help="Override the preset's channel-width multiplier.")
-@click.option("--patch", type=int, default=None, help="Override the preset's output patch size.")
+@click.option("--width", type=Num(0.0, 16.0, lo_open=True), default=None, help="Override the preset's channel-width multiplier.")
+@click.option("--patch", type=Num(1, 1024, integer=True), default=None, help="Override the preset's output patch size.")
 def compare_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, target, models, width, patch) -> None:
     """Experiment 1 (Table 1, Figure 2): proposed vs Cohen, Fang and Balsiger 2018 on the test split,
     against the reference maps and the ground truth; dictionary matching as a fifth method."""
@@ -78,8 +78,8 @@ def compare_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, t
               help="Receptive fields (odd sizes 1-21) of the proposed CNN.")
 @click.option("--target", type=click.Choice(["reference", "ground-truth"]), default="reference", show_default=True,
               help="Training target, and the maps the NRMSE is computed against.")
-@click.option("--width", type=float, default=None, help="Override the preset's channel-width multiplier.")
-@click.option("--patch", type=int, default=None, help="Override the preset's output patch size.")
+@click.option("--width", type=Num(0.0, 16.0, lo_open=True), default=None, help="Override the preset's channel-width multiplier.")
+@click.option("--patch", type=Num(1, 1024, integer=True), default=None, help="Override the preset's output patch size.")
 def receptive_field_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, fields, target, width, patch) -> None:
     """Experiment 2 (Figure 3): the proposed CNN per receptive field; per-scan NRMSE boxplots and paired
     Wilcoxon signed-rank tests against the best field, Bonferroni-corrected."""
@@ -103,7 +103,7 @@ def receptive_field_cmd(preset, cohort, out, seed, epochs, subjects, workers, th
 @click.option("--preset", type=click.Choice(_PRESETS), default=None,
               help="Preset of the simulated cohort and of training (default: the checkpoint's, else demo).")
 @_common
-@click.option("--frames-per-batch", type=int, default=None, help="Occluded copies per forward pass (default: by memory).")
+@click.option("--frames-per-batch", type=Num(1, 10**6, integer=True), default=None, help="Occluded copies per forward pass (default: by memory).")
 def occlusion_cmd(checkpoint, preset, cohort, out, seed, epochs, subjects, workers, threads, frames_per_batch) -> None:
     """Experiment 3 (Figure 4): each temporal frame blacked out in turn (real and imaginary channels, after
     normalization); importance = |NRMSE(occluded) − NRMSE(original)| per frame and map on the test split."""

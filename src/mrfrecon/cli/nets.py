@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from ..errors import MrfreconError
-from .common import cli, progress
+from .common import SEED, Num, cli, progress
 
 _MODELS = ["proposed", "cohen2018", "fang2018", "balsiger2018"]
 
@@ -28,17 +28,17 @@ _MODELS = ["proposed", "cohen2018", "fang2018", "balsiger2018"]
               help="Epochs, batch size, learning rate, width and patch size.")
 @click.option("--target", type=click.Choice(["reference", "ground-truth"]), default="reference", show_default=True,
               help="Train on the dictionary-matching maps (the paper) or the simulation's ground truth.")
-@click.option("--epochs", type=int, default=None, help="Override the preset's number of epochs.")
-@click.option("--batch-size", type=int, default=None, help="Override the preset's (global) batch size.")
-@click.option("--lr", type=float, default=None, help="Override the learning rate (paper: 1e-3).")
-@click.option("--width", type=float, default=None, help="Channel-width multiplier (paper networks: 1.0).")
-@click.option("--patch", type=int, default=None, help="Output patch size of patch/pixel models (paper: 32).")
-@click.option("--receptive-field", type=int, default=None, help="proposed only: 1, 3, ..., 21 (paper 3.2; default 11).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=Num(1, 100_000, integer=True), default=None, help="Override the preset's number of epochs.")
+@click.option("--batch-size", type=Num(1, 65_536, integer=True), default=None, help="Override the preset's (global) batch size.")
+@click.option("--lr", type=Num(0.0, 10.0, lo_open=True), default=None, help="Override the learning rate (paper: 1e-3).")
+@click.option("--width", type=Num(0.0, 16.0, lo_open=True), default=None, help="Channel-width multiplier (paper networks: 1.0).")
+@click.option("--patch", type=Num(1, 1024, integer=True), default=None, help="Output patch size of patch/pixel models (paper: 32).")
+@click.option("--receptive-field", type=Num(1, 21, integer=True), default=None, help="proposed only: 1, 3, ..., 21 (paper 3.2; default 11).")
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoint_last.pt.")
 @click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), default="auto", show_default=True,
               help="Mixed precision on CUDA (always fp32 on CPU).")
-@click.option("--workers", type=int, default=None,
+@click.option("--workers", type=Num(0, 64, integer=True), default=None,
               help="DataLoader worker processes (default: 0 on CPU, half the cores up to 8 on CUDA).")
 @click.option("--half-inputs", is_flag=True,
               help="Hold the normalized series as float16 in memory (half the RAM; paper scale ~32 GB instead of ~64).")
@@ -63,7 +63,7 @@ def train_cmd(model, cohort, out, preset, target, epochs, batch_size, lr, width,
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Folder for <scan>_maps.h5 and <scan>_<map>.nii.gz.")
 @click.option("--no-nifti", is_flag=True, help="Write only the HDF5 maps.")
-@click.option("--tile", type=int, default=None, help="Predict in output tiles of this size (less memory, same result).")
+@click.option("--tile", type=Num(1, 4096, integer=True), default=None, help="Predict in output tiles of this size (less memory, same result).")
 def predict_cmd(checkpoint: Path, scans: tuple[Path, ...], out: Path, no_nifti: bool, tile: int | None) -> None:
     """Predict T1H2O (ms), FF and B1 maps of SCANS (scan .h5 files) with a trained network."""
     import time

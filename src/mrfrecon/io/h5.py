@@ -41,4 +41,7 @@ def read_dataset(f: h5py.File, name: str, *, ndim: int | None = None, dtype_kind
     try:
         return ds[()]
     except OSError as e:
-        raise MrfreconError(f"{f.filename}: {name}: cannot be read (truncated file?): {e}") from None
+        if "filter returned failure" in str(e) and ds.fletcher32:
+            raise MrfreconError(f"{f.filename}: {name}: checksum mismatch: the stored data are damaged "
+                                f"(Fletcher-32 verification failed); restore or re-create the file") from None
+        raise MrfreconError(f"{f.filename}: {name}: cannot be read (truncated or damaged file?): {e}") from None

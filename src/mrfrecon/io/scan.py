@@ -13,6 +13,7 @@ import numpy as np
 from .. import __version__
 from ..atomic import atomic_h5
 from ..errors import MrfreconError
+from ..limits import check_maps
 from ..sequence import Sequence
 from .h5 import open_h5, read_dataset
 
@@ -105,6 +106,17 @@ def save_scan(path: str | os.PathLike[str], scan: Scan, *, storage: str = "compl
     return path
 
 
+def _json_attr(raw: Any, path: Path, key: str, kind: type) -> Any:
+    """A JSON-valued HDF5 attribute, parsed; malformed JSON or another type is an error naming ``key``."""
+    try:
+        v = json.loads(raw)
+    except (TypeError, ValueError, RecursionError):
+        raise MrfreconError(f"{path}: {key}: not valid JSON") from None
+    if not isinstance(v, kind):
+        raise MrfreconError(f"{path}: {key}: expected a JSON {kind.__name__}, found {type(v).__name__}")
+    return v
+
+
 def _validate_scan(scan: Scan, where_: str) -> None:
     ser = scan.series
     if ser.ndim != 4 or not np.iscomplexobj(ser):
@@ -135,7 +147,7 @@ def load_scan(path: str | os.PathLike[str], *, series: bool = True) -> Scan:
             raise MrfreconError(f"{path}: format: expected {SCAN_FORMAT!r}, found {f.attrs.get('format')!r} (not an mrfrecon scan)")
         try:
             seq = Sequence.from_json(str(f.attrs["sequence_json"]), f"{path}: sequence_json")
-            attrs = json.loads(f.attrs["attrs_json"])
+            attrs = _json_attr(f.attrs["attrs_json"], path, "attrs_json", dict)
         except KeyError as e:
             raise MrfreconError(f"{path}: attribute {e.args[0]} missing") from None
         if "series" not in f:
@@ -169,9 +181,22 @@ def load_scan(path: str | os.PathLike[str], *, series: bool = True) -> Scan:
         labels, names = None, {}
         if "labels" in f:
             labels = read_dataset(f, "labels", ndim=3, dtype_kind="iu").astype(np.int16)
-            names = {int(k): v for k, v in json.loads(f["labels"].attrs.get("names_json", "{}")).items()}
+            try:
+                names = {int(k): str(v) for k, v in _json_attr(f["labels"].attrs.get("names_json", "{}"), path,
+                                                                "labels/names_json", dict).items()}
+            except ValueError:
+                raise MrfreconError(f"{path}: labels/names_json: expected an object of integer labels to names") from None
     if t != seq.frames:
         raise MrfreconError(f"{path}: series: {t} frames, but its sequence has {seq.frames}")
+    if fg.shape != (s, y, x):
+        raise MrfreconError(f"{path}: masks/foreground: expected shape {(s, y, x)}, found {fg.shape}")
+    if not fg.any():
+        raise MrfreconError(f"{path}: masks/foreground: no voxel in the foreground (nothing to match, train on or predict)")
+    for g, maps in groups.items():  # stored maps in their physical ranges (mrfrecon.limits)
+        for k, v in maps.items():
+            if v.shape != (s, y, x):
+                raise MrfreconError(f"{path}: {g}/{k}: expected shape {(s, y, x)}, found {v.shape}")
+        check_maps(maps, f"{path}: {g}", foreground=fg)
     scan = Scan(series=data, foreground=fg, sequence=seq, maps=groups["maps"], reference=groups["reference"],
                 labels=labels, label_names=names, attrs=attrs)
     if series:

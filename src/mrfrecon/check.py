@@ -1,0 +1,192 @@
+"""Validate any mrfrecon file and report every problem found (``mrfrecon check PATH…``).
+
+Kinds recognised by content: scan, dictionary and maps HDF5 files, checkpoints (``.pt``), cohort
+folders (``cohort.json`` with every scan it lists), sequence JSON, grid TOML/JSON, NIfTI maps, and
+folders holding such files. Each HDF5 dataset is read on its own first, so that every damaged one
+(Fletcher-32 checksum mismatch) is reported, not only the first; then the file's own loader checks
+its structure, values and physical ranges.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MrfreconError
+
+__all__ = ["check_path"]
+
+_KNOWN_SUFFIXES = (".h5", ".hdf5", ".pt", ".json", ".toml", ".nii", ".nii.gz")
+
+
+def _datasets_problems(path: Path) -> list[str]:
+    """Every dataset of an HDF5 file that cannot be read (checksum or compression failure)."""
+    import h5py
+
+    from .io.h5 import open_h5, read_dataset
+
+    problems: list[str] = []
+    with open_h5(path, "HDF5") as f:
+        names: list[str] = []
+        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        for name in names:
+            try:
+                read_dataset(f, name)
+            except MrfreconError as e:
+                problems.append(str(e))
+    return problems
+
+
+def _check_h5(path: Path) -> tuple[str, list[str]]:
+    import h5py
+
+    from .io.h5 import open_h5
+
+    with open_h5(path, "HDF5") as f:
+        fmt = f.attrs.get("format")
+        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+        has_maps = "maps" in f and isinstance(f["maps"], h5py.Group)
+    problems = _datasets_problems(path)
+    kind = {"mrfrecon.scan/1": "scan", "mrfrecon.dictionary/1": "dictionary"}.get(str(fmt), "maps" if has_maps else "HDF5")
+    try:
+        if kind == "scan":
+            from .io.scan import load_scan
+
+            load_scan(path)
+        elif kind == "dictionary":
+            from .dictionary import Dictionary
+
+            Dictionary.load(path)
+        elif kind == "maps":
+            from .limits import check_map
+
+            with open_h5(path, "maps") as f:
+                for k in f["maps"]:
+                    if isinstance(f["maps"][k], h5py.Dataset):
+                        try:
+                            check_map(k, f["maps"][k][()], f"{path}: maps/{k}")
+                        except OSError:
+                            pass  # already reported as unreadable
+        else:
+            problems.append(f"{path}: not an mrfrecon file (no format attribute, no maps group)")
+    except MrfreconError as e:
+        if str(e) not in problems:
+            problems.append(str(e))
+    return kind, problems
+
+
+def _check_cohort(root: Path) -> list[str]:
+    from .io.cohort import CohortIndex
+    from .io.scan import load_scan
+
+    problems: list[str] = []
+    try:
+        index = CohortIndex.load(root)
+        files = [index.path(s) for s in index.subjects]
+    except MrfreconError as e:
+        problems.append(str(e))
+        files = sorted(root.glob("sub-*.h5"))
+    for p in files:
+        if not p.is_file():
+            continue
+        problems += [q for q in _datasets_problems(p)]
+        try:
+            load_scan(p)
+        except MrfreconError as e:
+            if str(e) not in problems:
+                problems.append(str(e))
+    if (root / "dictionary.h5").is_file():
+        problems += _check_h5(root / "dictionary.h5")[1]
+    return problems
+
+
+def check_path(path: str | os.PathLike[str]) -> tuple[str, list[str]]:
+    """Validate one path. Returns ``(kind, problems)``: what the file is, and one message per
+    problem found (empty when the file is sound)."""
+    path = Path(path)
+    name = path.name.lower()
+    try:
+        if not path.exists():
+            return "missing", [f"{path}: no such file or folder"]
+        if path.is_dir():
+            if (path / "cohort.json").exists():
+                return "cohort", _check_cohort(path)
+            problems: list[str] = []
+            found = [p for p in sorted(path.iterdir()) if p.is_file() and name_kind(p) is not None]
+            if not found:
+                return "folder", [f"{path}: holds no mrfrecon file (scans, dictionaries, checkpoints, maps, sequences)"]
+            for p in found:
+                problems += check_path(p)[1]
+            return "folder", problems
+        if name.endswith((".h5", ".hdf5")):
+            return _check_h5(path)
+        if name.endswith(".pt"):
+            from .checkpoint import load_checkpoint
+
+            load_checkpoint(path)
+            return "checkpoint", []
+        if name == "cohort.json":
+            return "cohort", _check_cohort(path.parent)
+        if name.endswith(".toml"):
+            from .dictionary import Grid
+
+            Grid.load(path)
+            return "grid", []
+        if name.endswith(".json"):
+            return _check_json(path)
+        if name.endswith((".nii", ".nii.gz")):
+            return "nifti", _check_nifti(path)
+        return "unknown", [f"{path}: not a kind of file mrfrecon makes or reads ({', '.join(_KNOWN_SUFFIXES)})"]
+    except MrfreconError as e:
+        return "?", [str(e)]
+
+
+def name_kind(p: Path) -> str | None:
+    """The suffix of a file mrfrecon reads, or None."""
+    n = p.name.lower()
+    return next((s for s in _KNOWN_SUFFIXES if n.endswith(s)), None) if not n.startswith(".") else None
+
+
+def _check_json(path: Path) -> tuple[str, list[str]]:
+    from .sequence import Sequence
+
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError):
+        doc = None
+    if isinstance(doc, dict) and set(doc) <= {"t1h2o_ms", "t1fat_ms", "b1", "df_hz"} and doc:
+        from .dictionary import Grid
+
+        Grid.load(path)
+        return "grid", []
+    if isinstance(doc, dict) and "schema" not in doc and "flip_angle_deg" not in doc and "format" in doc:
+        return "json", [f"{path}: format {doc.get('format')!r} is not one mrfrecon checks"]
+    Sequence.load(path)
+    return "sequence", []
+
+
+def _check_nifti(path: Path) -> list[str]:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        vol = np.asarray(img.dataobj, dtype=np.float64)
+    except Exception as e:  # nibabel raises several types for bad files
+        return [f"{path}: not a readable NIfTI image ({type(e).__name__})"]
+    problems = []
+    if not np.isfinite(vol).all():
+        problems.append(f"{path}: contains NaN or infinite values")
+    if not np.isfinite(img.affine).all() or abs(np.linalg.det(img.affine[:3, :3])) < 1e-12:
+        problems.append(f"{path}: affine is not a valid voxel-to-world transform")
+    stem = path.name.split(".")[0].rsplit("_", 1)[-1]
+    from .limits import MAP_LIMITS, check_map
+
+    if stem in MAP_LIMITS and not problems:
+        try:
+            check_map(stem, vol, str(path), vol != 0 if stem in ("t1h2o", "t1fat", "b1") else None)
+        except MrfreconError as e:
+            problems.append(str(e))
+    return problems
