@@ -1,5 +1,6 @@
 """The mrfrecon command: subcommands run end to end; bad input gives one clear line."""
 
+import json
 import subprocess
 import sys
 
@@ -38,14 +39,24 @@ def test_dictionary_and_match(tmp_path):
     assert "wrote" in r.output and d.exists()
     assert "water atoms" in run("dictionary", "info", str(d)).output
     x = simulate(Sequence.mrf_wf(), t1h2o=np.array([[900.0, 1200.0]]), b1=0.8, ff=np.array([[0.1, 0.4]]))
-    np.save(tmp_path / "fp.npy", x)
+    np.save(tmp_path / "fp.npy", x[0])  # a list of fingerprints (n, frames)
     out = tmp_path / "maps.npz"
     r = run("match", str(tmp_path / "fp.npy"), "--dictionary", str(d), "--out", str(out))
     assert r.exit_code == 0, r.output
     m = np.load(out)
-    assert m["t1h2o"].shape == (1, 2)
-    np.testing.assert_allclose(m["t1h2o"], [[900, 1200]])
-    np.testing.assert_allclose(m["ff"], [[0.1, 0.4]], atol=0.01)
+    assert m["t1h2o"].shape == (2,) and json.loads(str(m["units"]))["t1h2o"] == "ms"
+    np.testing.assert_allclose(m["t1h2o"], [900, 1200])
+    np.testing.assert_allclose(m["ff"], [0.1, 0.4], atol=0.01)
+    # magnitude-only fingerprints are refused, with the reason
+    np.save(tmp_path / "mag.npy", np.abs(x[0]))
+    r = run("match", str(tmp_path / "mag.npy"), "--dictionary", str(d), "--out", str(tmp_path / "m2.npz"))
+    assert r.exit_code == 2 and "magnitude-only" in r.output and "phase" in r.output and not (tmp_path / "m2.npz").exists()
+    # an image array (x, y, frames) needs its axis order; a NIfTI --out is refused before any work
+    np.save(tmp_path / "img.npy", x.transpose(1, 0, 2))
+    r = run("match", str(tmp_path / "img.npy"), "--dictionary", str(d), "--out", str(tmp_path / "m3.npz"))
+    assert r.exit_code == 2 and "--axes" in r.output
+    r = run("match", str(tmp_path / "img.npy"), "--dictionary", str(d), "--out", str(tmp_path / "maps.nii.gz"))
+    assert r.exit_code == 2 and "folder" in r.output
 
 
 def test_bad_input_is_one_line(tmp_path):
@@ -92,3 +103,16 @@ def test_match_a_scan_file(tmp_path):
     Dictionary.build(Sequence.mrf_wf(1.63), grid).save(tmp_path / "d2.h5")
     r = run("match", str(tmp_path / "s.h5"), "--dictionary", str(tmp_path / "d2.h5"), "--out", str(tmp_path / "m2.npz"))
     assert r.exit_code == 2 and "built for sequence" in r.output
+
+
+def test_progress_is_plain_lines_off_a_terminal(capsys):
+    from mrfrecon.cli.common import progress
+
+    with progress(1000, "work") as cb:  # pytest's stdout is not a terminal
+        for i in range(0, 1000, 7):
+            cb(i)
+        cb(1000)
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert 2 <= len(lines) <= 12, lines
+    assert lines[-1].startswith("work: 1,000/1,000 (100 %)") and "\r" not in out and "\x1b" not in out

@@ -16,6 +16,7 @@ from mrfrecon import MrfreconError, Sequence
 from mrfrecon.checkpoint import load_checkpoint, save_checkpoint
 from mrfrecon.inference import load_maps, predict_folder, predict_scan
 from mrfrecon.io import CohortIndex, load_scan, save_scan
+from mrfrecon.io.nifti import BIDS_MAPS
 from test_training import FRAMES, make_cohort, make_scan, short_sequence
 
 
@@ -122,8 +123,9 @@ def test_predict_folder_writes_maps_and_nifti_and_never_inputs(trained, tmp_path
     direct = predict_scan(best, load_scan(scans[1]))
     for m in ("t1h2o", "ff", "b1"):
         np.testing.assert_array_equal(maps[m], direct[m])
-        img = nib.load(out / f"s003_{m}.nii.gz")
-        np.testing.assert_array_equal(np.asarray(img.dataobj).transpose(2, 1, 0), direct[m])
+        part, _, scale, _ = BIDS_MAPS[m]  # BIDS units: T1map in s, FF and TB1map in %
+        img = nib.load(out / f"s003_{part}.nii.gz")
+        np.testing.assert_allclose(np.asarray(img.dataobj).transpose(2, 1, 0), direct[m] * np.float32(scale), rtol=1e-6)
     assert attrs["target"] == "reference" and attrs["scan"] == str(scans[1]) and attrs["checkpoint"] == str(best)
 
     # an output that would replace an input is refused; nothing is written
@@ -173,6 +175,8 @@ def test_evaluate_perfect_and_trained(trained, tmp_path):
     assert [f.name for f in files] == ["per_scan.csv", "summary.csv", "summary.md"]
     assert (tmp_path / "eval" / "per_scan.csv").read_text().count("\n") == 1 + 2 * 3
     assert "| t1h2o |" in (tmp_path / "eval" / "summary.md").read_text()
+    assert "ROI set 'major-muscles'" in (tmp_path / "eval" / "summary.md").read_text() and t.rois == "major-muscles"
+    assert evaluate(tmp_path / "pred", scans, rois="all-labels").rois == "all-labels"
     with pytest.raises(MrfreconError, match="no predicted maps for 1 scan.*s001"):
         evaluate(tmp_path / "pred", [cohort / "s001.h5", *scans])
 
@@ -192,7 +196,7 @@ def test_cli_train_predict_evaluate(tmp_path):
     test = CohortIndex.load(cohort).paths("test")
     r = _cli("predict", "--checkpoint", tmp_path / "run" / "checkpoint_best.pt", *test, "--out", tmp_path / "pred")
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "pred" / "s003_maps.h5").is_file() and (tmp_path / "pred" / "s003_ff.nii.gz").is_file()
+    assert (tmp_path / "pred" / "s003_maps.h5").is_file() and (tmp_path / "pred" / "s003_FFmap.nii.gz").is_file()
     r = _cli("evaluate", "--predictions", tmp_path / "pred", "--cohort", cohort, "--out", tmp_path / "eval")
     assert r.exit_code == 0, r.output
     assert "| ff |" in r.output and (tmp_path / "eval" / "summary.csv").is_file()

@@ -1,12 +1,15 @@
 """Scan files: round trip, validation with messages naming the dataset, NIfTI export, atomic writes."""
 
+import hashlib
+import json
+
 import h5py
 import nibabel as nib
 import numpy as np
 import pytest
 
 from mrfrecon import MrfreconError, Sequence
-from mrfrecon.io import Scan, atomic_path, export_nifti, load_scan, save_scan
+from mrfrecon.io import Scan, atomic_path, load_scan, save_scan
 
 
 def _scan(seed=0, slices=2, size=12):
@@ -101,13 +104,57 @@ def test_atomic_path_keeps_old_file_on_failure(tmp_path):
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
 
 
-def test_nifti_export(tmp_path):
+def test_bids_maps_and_sidecars(tmp_path):
+    from mrfrecon.io.nifti import export_maps, provenance
+
     s = _scan()
-    paths = export_nifti(s.maps, tmp_path / "nii", prefix="s000_")
-    img = nib.load(paths[0])
-    assert paths[0].name == "s000_t1h2o.nii.gz" and img.shape == (12, 12, 2)
-    np.testing.assert_allclose(img.header.get_zooms(), (1.0, 1.0, 8.0))
-    np.testing.assert_allclose(np.asarray(img.dataobj)[3, 4, 1], s.maps["t1h2o"][1, 4, 3])
+    s.maps["b1"] = np.full(s.shape, 0.8, np.float32)
+    ck = tmp_path / "model.pt"
+    ck.write_bytes(b"weights")
+    side = provenance("CNN proposed", "Balsiger et al. 2019", ["in.h5"], {"checkpoint": ck})
+    paths = export_maps(s.maps, tmp_path / "nii", "s000", s.affine_ras(), sidecar=side, foreground=s.foreground)
+    names = sorted(p.name for p in paths)
+    assert names == ["s000_FFmap.json", "s000_FFmap.nii.gz", "s000_TB1map.json", "s000_TB1map.nii.gz",
+                     "s000_desc-foreground_mask.nii.gz", "s000_desc-water_T1map.json", "s000_desc-water_T1map.nii.gz"]
+    t1 = nib.load(tmp_path / "nii" / "s000_desc-water_T1map.nii.gz")
+    assert t1.shape == (12, 12, 2)
+    np.testing.assert_allclose(t1.header.get_zooms(), (1.0, 1.0, 8.0))
+    # BIDS units: T1map in seconds, TB1map and FF in percent (bids-specification suffixes.yaml)
+    np.testing.assert_allclose(np.asarray(t1.dataobj)[3, 4, 1], s.maps["t1h2o"][1, 4, 3] / 1000, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(nib.load(tmp_path / "nii" / "s000_TB1map.nii.gz").dataobj), 80.0, rtol=1e-6)
+    doc = json.loads((tmp_path / "nii" / "s000_desc-water_T1map.json").read_text())
+    assert doc["Units"] == "s" and doc["BasedOn"] == ["in.h5"] and doc["EstimationSoftwareName"] == "mrfrecon"
+    assert doc["Method"]["checkpoint"]["sha256"] == hashlib.sha256(b"weights").hexdigest()
+    assert json.loads((tmp_path / "nii" / "s000_FFmap.json").read_text())["Units"] == "%"
+
+
+def test_right_muscle_lands_at_the_patients_right_in_ras(tmp_path):
+    """The phantoms put the patient's right on the image's left (radiological view) and anterior at
+    the top; in the written NIfTI's world coordinates (RAS+) the right rectus femoris must have
+    x > 0 and lie anterior (larger y) of the right biceps femoris."""
+    from mrfrecon.io.nifti import export_maps
+    from mrfrecon.phantoms import make_phantom
+
+    ph = make_phantom("thigh", seed=3, matrix=64, slices=2)
+    series = np.ones((2, 175, 64, 64), np.complex64) * 1j
+    s = Scan(series=series, foreground=ph.foreground, sequence=Sequence.mrf_wf(), maps={"ff": ph.maps["ff"]},
+             labels=ph.labels, label_names=ph.label_names, attrs={"voxel_mm": [350 / 64, 350 / 64, 8.0]})
+    save_scan(tmp_path / "s.h5", s)
+    s = load_scan(tmp_path / "s.h5")  # the file states its geometry
+    export_maps(s.maps, tmp_path, "s", s.affine_ras(), labels=s.labels, label_names=s.label_names)
+    img = nib.load(tmp_path / "s_dseg.nii.gz")
+    assert nib.aff2axcodes(img.affine) == ("L", "P", "S")
+    lab = np.asarray(img.dataobj)
+    rows = dict(line.split("\t") for line in (tmp_path / "s_dseg.tsv").read_text().splitlines()[1:])
+    ids = {v: int(k) for k, v in rows.items()}
+
+    def centre(name):
+        ijk = np.argwhere(lab == ids[name])
+        return (img.affine @ np.c_[ijk, np.ones(len(ijk))].T)[:3].mean(1)
+
+    rf, bf, lrf = centre("right_rectus_femoris"), centre("right_biceps_femoris"), centre("left_rectus_femoris")
+    assert rf[0] > 20 and lrf[0] < -20  # right of the midline in RAS (x towards the patient's right)
+    assert rf[1] > bf[1] + 20  # rectus femoris anterior of biceps femoris
 
 
 def test_cohort_index(tmp_path):

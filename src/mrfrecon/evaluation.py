@@ -34,22 +34,48 @@ from .atomic import atomic_write_text
 from .io.scan import load_scan
 from .metrics import MAPS, METRICS, MeanSD, evaluate_scan, masks_for, paired_roi_means, r2_determination, r2_regression, roi_means, summarize
 
-__all__ = ["AGAINST", "EvaluationResult", "evaluate", "write_report"]
+__all__ = ["AGAINST", "DEFAULT_ROIS", "ROI_SETS", "EvaluationResult", "evaluate", "is_major_muscle", "roi_filter_for",
+           "write_report"]
 
 AGAINST = ("reference", "ground-truth")
+
+
+def is_major_muscle(name: str) -> bool:
+    """The paper's R² ROIs, "region of interests within the major muscles" (Balsiger et al., MIDL
+    2019, sec. 2.3): the labelled muscles, named ``left_<muscle>`` / ``right_<muscle>`` by the
+    phantoms; subcutaneous fat, skin, fascia, bone, marrow and vessels are left out."""
+    return name.startswith(("left_", "right_"))
+
+
+#: Named ROI sets for R²: name → (predicate on the label name, or None for every label; description).
+ROI_SETS: dict[str, tuple[Callable[[str], bool] | None, str]] = {
+    "major-muscles": (is_major_muscle, "the labelled muscles of both limbs (the paper's ROIs)"),
+    "all-labels": (None, "every labelled region: muscles, fat, skin, fascia, bone, marrow, vessels"),
+}
+#: The ROI set of `mrfrecon evaluate` and the experiments unless another is chosen.
+DEFAULT_ROIS = "major-muscles"
+
+
+def roi_filter_for(rois: str) -> Callable[[str], bool] | None:
+    """The label predicate of a named ROI set (:data:`ROI_SETS`)."""
+    if rois not in ROI_SETS:
+        raise MrfreconError(f"rois: expected one of {', '.join(ROI_SETS)}, got {rois!r}")
+    return ROI_SETS[rois][0]
 
 
 @dataclass
 class EvaluationResult:
     """``per_scan``: scan name → {map: {metric: value}}; ``summary``: {map: {metric: MeanSD}};
     ``r2``: {map: {"r2_determination": …, "r2_regression": …, "n_rois": …}} (NaN where fewer
-    than two ROI means); ``against``: what the predictions were compared with."""
+    than two ROI means); ``against``: what the predictions were compared with; ``rois``: the
+    ROI set of R² (a key of :data:`ROI_SETS`, or ``"custom"`` for a caller's predicate)."""
 
     per_scan: dict[str, dict[str, dict[str, float]]]
     summary: dict[str, dict[str, MeanSD]]
     r2: dict[str, dict[str, float]]
     against: str
     maps: tuple[str, ...]
+    rois: str = DEFAULT_ROIS
 
 
 def _predictions(predictions: Any, names: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
@@ -83,15 +109,21 @@ def evaluate(
     against: str = "reference",
     maps: Sequence[str] = MAPS,
     roi_filter: Callable[[str], bool] | None = None,
+    rois: str = DEFAULT_ROIS,
 ) -> EvaluationResult:
     """Evaluate predicted maps of the scan files ``scans`` against their ``reference``
     (dictionary matching, as the paper) or ``ground-truth`` maps (simulation).
 
     ``predictions``: a folder of ``<scan stem>_maps.h5`` files, a list of them, or a dict scan
-    stem → {map: (slices, y, x)}. ``roi_filter``: which labelled ROIs enter R² (default: every
-    label; the paper used ROIs in the major muscles). The T1H2O mask uses the FF of the maps
+    stem → {map: (slices, y, x)}. ``rois``: the named ROI set of R² (:data:`ROI_SETS`; default
+    the major muscles, as the paper); ``roi_filter``: a predicate on the label name instead
+    (the result then names its set ``"custom"``). The T1H2O mask uses the FF of the maps
     compared against.
     """
+    if roi_filter is None:
+        roi_filter = roi_filter_for(rois)
+    else:
+        rois = next((k for k, (f, _) in ROI_SETS.items() if f is roi_filter), "custom")
     if against not in AGAINST:
         raise MrfreconError(f"against: expected one of {', '.join(AGAINST)}, got {against!r}")
     paths = [Path(s) for s in scans]
@@ -130,7 +162,7 @@ def evaluate(
                  "r2_regression": r2_regression(pm, rm) if ok else math.nan, "n_rois": float(pm.size)}
     with np.errstate(invalid="ignore"):  # a perfect scan has PSNR inf: its SD is NaN, not an error
         summary = summarize(list(per_scan.values()))
-    return EvaluationResult(per_scan, summary, r2, against, tuple(maps))
+    return EvaluationResult(per_scan, summary, r2, against, tuple(maps), rois)
 
 
 def _csv(rows: list[dict[str, Any]], cols: list[str]) -> str:
@@ -149,13 +181,15 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike[str], titl
     p1 = atomic_write_text(out / "per_scan.csv", _csv(rows, ["scan", "map", *METRICS]))
     srows = [{"map": m, "metric": k, "mean": f"{result.summary[m][k].mean:.6g}", "sd": f"{result.summary[m][k].sd:.6g}",
               "n": result.summary[m][k].n} for m in result.maps for k in METRICS]
-    srows += [{"map": m, "metric": k, "mean": f"{result.r2[m][k]:.6g}", "sd": "", "n": int(result.r2[m]["n_rois"])}
-              for m in result.maps for k in ("r2_determination", "r2_regression")]
-    p2 = atomic_write_text(out / "summary.csv", _csv(srows, ["map", "metric", "mean", "sd", "n"]))
+    srows += [{"map": m, "metric": k, "mean": f"{result.r2[m][k]:.6g}", "sd": "", "n": int(result.r2[m]["n_rois"]),
+               "rois": result.rois} for m in result.maps for k in ("r2_determination", "r2_regression")]
+    p2 = atomic_write_text(out / "summary.csv", _csv(srows, ["map", "metric", "mean", "sd", "n", "rois"]))
     n = len(result.per_scan)
     lines = [f"# {title or 'Evaluation'}", "",
              f"{n} scan(s), against the {result.against} maps; mean ± SD over scans (population SD). "
-             "NRMSE and PSNR masked (T1H2O: foreground ∧ FF < 0.65); R² of ROI means pooled over scans.", "",
+             "NRMSE and PSNR masked (T1H2O: foreground ∧ FF < 0.65); R² of ROI means pooled over scans, "
+             f"ROI set {result.rois!r}"
+             f"{' (' + ROI_SETS[result.rois][1] + ')' if result.rois in ROI_SETS else ''}.", "",
              "| map | NRMSE | PSNR (dB) | SSIM | R² (determination) | r² (regression) | ROIs |",
              "|---|---|---|---|---|---|---|"]
     for m in result.maps:

@@ -30,11 +30,12 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .data import normalize_series, predict_volume
 from .errors import MrfreconError
 from .atomic import atomic_h5
-from .io.nifti import export_nifti
-from .io.scan import Scan, load_scan
+from .io.nifti import export_maps, planned_outputs, provenance
+from .io.readers import detect_kind, drop_partners, read_scan, scan_stem
+from .io.scan import MAP_UNITS, Scan, load_scan
 from .runtime import default_device
 
-__all__ = ["MAPS_FORMAT", "check_compatible", "load_maps", "maps_path_for", "predict_folder", "predict_scan"]
+__all__ = ["MAPS_FORMAT", "check_compatible", "load_maps", "maps_path_for", "plan_outputs", "predict_folder", "predict_scan"]
 
 MAPS_FORMAT = "mrfrecon.maps/1"
 MAPS_SUFFIX = "_maps.h5"
@@ -95,8 +96,8 @@ def predict_scan(
 
 
 def maps_path_for(scan_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
-    """``out_dir/<stem>_maps.h5`` for the scan file ``scan_path``."""
-    return Path(out_dir) / f"{Path(scan_path).stem}{MAPS_SUFFIX}"
+    """``out_dir/<stem>_maps.h5`` for the input ``scan_path`` (stem: :func:`~mrfrecon.io.readers.scan_stem`)."""
+    return Path(out_dir) / f"{scan_stem(scan_path)}{MAPS_SUFFIX}"
 
 
 def _write_maps(path: Path, maps: dict[str, np.ndarray], foreground: np.ndarray, attrs: dict[str, str]) -> None:
@@ -105,7 +106,7 @@ def _write_maps(path: Path, maps: dict[str, np.ndarray], foreground: np.ndarray,
         f.attrs.update(attrs)
         for k, v in maps.items():
             d = f.create_dataset(f"maps/{k}", data=np.asarray(v, np.float32), compression="gzip", shuffle=True)
-            d.attrs["unit"] = {"t1h2o": "ms", "ff": "fraction", "b1": "a.u."}.get(k, "")
+            d.attrs["unit"] = MAP_UNITS.get(k, "")
         f.create_dataset("masks/foreground", data=foreground.astype(np.uint8), compression="gzip")
 
 
@@ -134,55 +135,70 @@ def predict_folder(
     tile: int | None = None,
     amp: bool = False,
     progress: Callable[[int], None] | None = None,
+    read_options: dict | None = None,
 ) -> list[Path]:
-    """Predict every scan file and write ``out_dir/<stem>_maps.h5`` (maps, foreground, and the
-    checkpoint and scan it came from as attributes) and, with ``nifti``, one
-    ``out_dir/<stem>_<map>.nii.gz`` per map. Returns the ``*_maps.h5`` paths.
+    """Predict every input and write ``out_dir/<stem>_maps.h5`` (maps, foreground, and the
+    checkpoint and input it came from as attributes) and, with ``nifti``, the BIDS-style NIfTI
+    maps with JSON sidecars of :func:`mrfrecon.io.nifti.export_maps`. Returns the ``*_maps.h5`` paths.
 
-    All scans are checked (frames, sequence, finite series) and predicted before the first file
-    is written, so a bad scan leaves ``out_dir`` untouched; every file is written atomically. An
-    output that would replace one of the input files is refused.
+    Inputs are any kind :func:`mrfrecon.io.readers.read_scan` reads (``read_options`` go to it:
+    ``axes``, ``mask``, ``phase_units``, ...; imported series are taken as acquired with the
+    checkpoint's sequence); the other part of a BIDS magnitude/phase pair given alongside is
+    skipped. All inputs are checked (frames, sequence, finite complex series) and predicted
+    before the first file is written, so a bad input leaves ``out_dir`` untouched; every file is
+    written atomically. An output that would replace one of the input files is refused.
     """
     ck = load_checkpoint(checkpoint)
-    paths = [Path(p) for p in scan_paths]
+    paths = drop_partners([Path(p) for p in scan_paths])
     if not paths:
         raise MrfreconError("no scan files given")
     out_dir = Path(out_dir)
-    stems = [p.stem for p in paths]
-    dup = sorted({s for s in stems if stems.count(s) > 1})
-    if dup:
-        raise MrfreconError(f"several inputs share the name {dup[0]!r}: their outputs would collide")
-    inputs = {p.resolve() for p in paths}
-    if ck.path is not None:
-        inputs.add(ck.path.resolve())
-    planned = []
-    for p in paths:
-        outs = [maps_path_for(p, out_dir)] + ([out_dir / f"{p.stem}_{m}.nii.gz" for m in ck.maps] if nifti else [])
-        for o in outs:
-            if o.resolve() in inputs:
-                raise MrfreconError(f"{o}: is an input file; choose another --out")
-        planned.append(outs)
+    planned = plan_outputs(ck, paths, out_dir, nifti=nifti)
     # headers first (cheap): a frame or sequence mismatch anywhere fails before any prediction
-    for p in paths:
-        check_compatible(ck, load_scan(p, series=False), str(p))
+    kinds = [detect_kind(p) for p in paths]
+    for p, kind in zip(paths, kinds, strict=True):
+        if kind == "scan":
+            check_compatible(ck, load_scan(p, series=False), str(p))
     dev = default_device(device)
     net = ck.build_model(dev)
     results = []
     for i, p in enumerate(paths):
-        scan = load_scan(p)
+        scan = read_scan(p, sequence=ck.sequence, **(read_options or {}))
         maps = predict_scan(ck, scan, dev, tile=tile, amp=amp, net=net, where=str(p))
-        voxel = scan.attrs.get("voxel_mm")
-        voxel = tuple(float(v) for v in voxel) if isinstance(voxel, list | tuple) and len(voxel) == 3 else (1.0, 1.0, 8.0)
-        results.append((maps, scan.foreground, voxel))
+        results.append((maps, scan))
         if progress is not None:
             progress(i + 1)
     attrs_base = {"checkpoint": str(ck.path), "model": json.dumps(ck.spec), "target": ck.target,
                   "sequence_digest": ck.sequence_digest, "checkpoint_epoch": str(ck.epoch),
                   "mrfrecon_version": __version__, "git_hash": ck.meta.get("git_hash", "unknown")}
     written = []
-    for p, outs, (maps, fg, voxel) in zip(paths, planned, results, strict=True):
-        _write_maps(outs[0], maps, fg, {**attrs_base, "scan": str(p)})
-        if nifti:  # voxel size from the scan's attrs when the simulation recorded it, else the paper's 1 × 1 × 8 mm
-            export_nifti(maps, out_dir, voxel_mm=voxel, prefix=f"{p.stem}_")
+    for p, outs, (maps, scan) in zip(paths, planned, results, strict=True):
+        _write_maps(outs[0], maps, scan.foreground, {**attrs_base, "scan": str(p)})
+        if nifti:
+            side = provenance(f"CNN {ck.spec.get('name', '?')} (fully convolutional, one pass per slice)",
+                              "Balsiger et al., On the spatial and temporal influence for the reconstruction of magnetic "
+                              "resonance fingerprinting, MIDL 2019", scan.attrs.get("source", [str(p)]),
+                              {"checkpoint": ck.path}, TrainingTarget=ck.target)
+            export_maps(maps, out_dir, scan_stem(p), scan.affine_ras(), sidecar=side, foreground=scan.foreground)
         written.append(outs[0])
     return written
+
+
+def plan_outputs(ck: Checkpoint, paths: Sequence[Path], out_dir: Path, *, nifti: bool = True) -> list[list[Path]]:
+    """The files :func:`predict_folder` would write per input (``*_maps.h5`` first); refuses
+    inputs whose outputs collide and outputs that would replace an input."""
+    stems = [scan_stem(p) for p in paths]
+    dup = sorted({s for s in stems if stems.count(s) > 1})
+    if dup:
+        raise MrfreconError(f"several inputs share the name {dup[0]!r}: their outputs would collide")
+    inputs = {Path(p).resolve() for p in paths}
+    if ck.path is not None:
+        inputs.add(ck.path.resolve())
+    planned = []
+    for p, stem in zip(paths, stems, strict=True):
+        outs = [maps_path_for(p, out_dir)] + (planned_outputs(out_dir, stem, ck.maps) if nifti else [])
+        for o in outs:
+            if o.resolve() in inputs:
+                raise MrfreconError(f"{o}: is an input file; choose another --out")
+        planned.append(outs)
+    return planned

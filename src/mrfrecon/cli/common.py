@@ -7,6 +7,9 @@ registers its commands on :data:`cli`; none imports another.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -56,7 +59,13 @@ class _Group(click.Group):
 
 @contextlib.contextmanager
 def progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar; yields a callback taking the number of items done so far."""
+    """Progress of ``total`` items; yields a callback taking the number done so far.
+
+    On a terminal a rich progress bar; otherwise (a log file, a pipe, CI) plain lines — one at
+    every tenth of the work and at least every 30 s, never a redraw."""
+    if not sys.stdout.isatty():
+        yield _plain_progress(total, description)
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
@@ -65,12 +74,83 @@ def progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
         yield lambda done: bar.update(task, completed=done)
 
 
+def _plain_progress(total: int, description: str, every_s: float = 30.0) -> Callable[[int], None]:
+    t0 = time.monotonic()
+    state = {"step": -1, "t": t0}
+
+    def update(done: int) -> None:
+        now = time.monotonic()
+        step = int(10 * done / total) if total else 10
+        if step > state["step"] or now - state["t"] >= every_s or (done >= total and state["step"] < 10):
+            state.update(step=max(step, state["step"]), t=now)
+            pct = 100.0 * done / total if total else 100.0
+            click.echo(f"{description}: {done:,}/{total:,} ({pct:.0f} %), {now - t0:.1f} s")
+            if done >= total:
+                state["step"] = 11
+
+    return update
+
+
+def check_out(path: Path, *, kind: str, suffixes: tuple[str, ...] = (), inputs: tuple[Path, ...] = ()) -> Path:
+    """Refuse an ``--out`` that cannot be written, before any work: a folder (``kind="dir"``)
+    where a file exists, a file (``kind="file"``) where a folder exists or with a suffix not in
+    ``suffixes``, one of the ``inputs``, or a place under a file or in a read-only folder."""
+    name = path.name.lower()
+    if kind == "file":
+        if path.is_dir():
+            raise MrfreconError(f"{path}: --out is a folder; expected a file{f' ({chr(44).join(suffixes)})' if suffixes else ''}")
+        if suffixes and not name.endswith(suffixes):
+            raise MrfreconError(f"{path}: --out must end in {' or '.join(suffixes)}")
+    elif path.exists() and not path.is_dir():
+        raise MrfreconError(f"{path}: --out is a file; expected a folder")
+    if any(path.resolve() == Path(i).resolve() for i in inputs):
+        raise MrfreconError(f"{path}: --out is an input file; choose another")
+    anc = path.parent if kind == "file" else path
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise MrfreconError(f"{path}: --out lies under {anc}, which is a file")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise MrfreconError(f"{path}: --out: cannot write in {anc} (permission denied)")
+    return path
+
+
 def _sequence(path: Path | None, echo_spacing: float):
     from ..sequence import Sequence
 
     return Sequence.load(path) if path is not None else Sequence.mrf_wf(echo_spacing_ms=echo_spacing)
 
 
+
+
+_read_opts = [
+    click.option("--axes", default=None,
+                 help="Storage order of a NumPy/MATLAB series, e.g. x,y,t or x,y,z,t or t,z,y,x (x columns, y rows, "
+                      "z slices, t frames; MATLAB: size() order). NIfTI: x,y,z,t unless given."),
+    click.option("--mask", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                 help="Foreground mask (NIfTI, or .npy in the series' axis order without t); default: the scan's "
+                      "own, else estimated from the series."),
+    click.option("--phase-units", type=click.Choice(["auto", "radians", "scanner"]), default="auto", show_default=True,
+                 help="Phase images in radians or in the scanner's integer range (±4096 for ±π)."),
+    click.option("--pair", type=click.Choice(["magnitude-phase", "real-imag"]), default=None,
+                 help="What two parts of a series are (default: from BIDS part- names, else magnitude-phase)."),
+    click.option("--voxel-mm", default=None, help="Voxel size x,y,slice in mm of arrays without geometry (default 1,1,8)."),
+    click.option("--orientation", default=None,
+                 help="Axis codes of arrays without geometry, e.g. LPS (x → patient's left, y → posterior, slice → superior)."),
+]
+
+
+def read_options(axes, mask, phase_units, pair, voxel_mm, orientation) -> dict:
+    """The keyword arguments of :func:`mrfrecon.io.readers.read_scan` from the reading options."""
+    vox = None
+    if voxel_mm is not None:
+        try:
+            vox = tuple(float(v) for v in voxel_mm.split(","))
+        except ValueError:
+            vox = ()
+        if len(vox) != 3 or min(vox) <= 0:
+            raise MrfreconError(f"--voxel-mm {voxel_mm!r}: expected three positive sizes in mm, e.g. 1,1,8")
+    return {"axes": axes, "mask": mask, "phase_units": phase_units, "pair": pair, "voxel_mm": vox, "orientation": orientation}
 
 
 def _with(options):
@@ -95,8 +175,6 @@ def cli(ctx: click.Context, debug: bool, device: str | None) -> None:
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
     if device:
-        import os
-
         from ..runtime import default_device
 
         default_device(device, what="--device")  # refuse a bogus or absent device before any work

@@ -5,6 +5,7 @@ Units on the command line are those of a scanner console: ms, Hz, degrees, fract
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -12,7 +13,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import MrfreconError
-from .common import COUNT, PROCESSES, SEED, Num, _seq_opts, _sequence, _with, cli, progress, set_threads
+from .common import PROCESSES, SEED, Num, _read_opts, _seq_opts, _sequence, _with, check_out, cli, progress, read_options, set_threads
 
 
 # --------------------------------------------------------------------------------- sequence
@@ -26,6 +27,7 @@ def sequence() -> None:
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="JSON file to write.")
 def sequence_export(sequence_path: Path | None, echo_spacing: float, out: Path) -> None:
     """Write a sequence (per-spoke flip angle in degrees, TE and TR in ms) as JSON."""
+    check_out(out, kind="file", suffixes=(".json",))
     seq = _sequence(sequence_path, echo_spacing)
     seq.save(out)
     click.echo(f"wrote {out}")
@@ -66,6 +68,7 @@ def dictionary() -> None:
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="HDF5 file to write.")
 def dictionary_build(sequence_path, echo_spacing, grid, preset_grid, energy, rank, out) -> None:
     """Simulate water and fat dictionaries on a grid and save them with their temporal basis."""
+    check_out(out, kind="file", suffixes=(".h5", ".hdf5"))
     from ..dictionary import Dictionary, Grid
 
     seq = _sequence(sequence_path, echo_spacing)
@@ -88,74 +91,155 @@ def dictionary_info(path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------- match
-def _load_fingerprints(path: Path) -> np.ndarray:
-    """Fingerprints ``(..., frames)`` from a .npy array."""
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise MrfreconError(f"{path}: not a readable .npy array ({e})") from None
+_MATCH_SUFFIXES = (".npz", ".h5", ".hdf5")
 
 
 def _save_maps(maps: dict[str, np.ndarray], out: Path, attrs: dict[str, str]) -> None:
+    """Maps as .npz (with a ``units`` entry) or .h5 (a ``unit`` attribute per dataset)."""
     from ..atomic import atomic_h5, atomic_path
+    from ..io.scan import MAP_UNITS
 
-    suffix = out.suffix.lower()
-    if suffix == ".npz":
+    units = {k: MAP_UNITS.get(k, "") for k in maps}
+    if out.suffix.lower() == ".npz":
         with atomic_path(out) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **maps)
-    elif suffix in (".h5", ".hdf5"):
+            np.savez(fh, **maps, units=np.asarray(json.dumps(units)))
+    else:
         with atomic_h5(out) as f:
             for k, v in maps.items():
-                f.create_dataset(f"maps/{k}", data=v)
+                f.create_dataset(f"maps/{k}", data=v).attrs["unit"] = units[k]
             f.attrs.update(attrs)
-    else:
-        raise MrfreconError(f"{out}: output must end in .npz or .h5")
+
+
+def _fingerprint_list(path: Path, axes: str | None) -> np.ndarray | None:
+    """A .npy of fingerprints ``(n, frames)`` or ``(frames,)`` (no image: no foreground), else None."""
+    if axes is not None or path.suffix.lower() != ".npy" or not path.is_file():
+        return None
+    try:
+        x = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise MrfreconError(f"{path}: not a readable .npy array ({e})") from None
+    if x.ndim > 2:
+        return None
+    x = np.asarray(x)
+    if not np.iscomplexobj(x) or not np.any(x.imag):
+        raise MrfreconError(f"{path}: magnitude-only fingerprints ({x.dtype}, no phase): the dictionary's atoms are "
+                            "complex and their phase carries the off-resonance and the water–fat shift; give complex "
+                            "fingerprints")
+    return x
 
 
 @cli.command("match")
-@click.argument("fingerprints", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("fingerprints", type=click.Path(path_type=Path))
+@click.argument("second", required=False, type=click.Path(path_type=Path))
 @click.option("--dictionary", "dict_path", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="Dictionary HDF5 file (mrfrecon dictionary build).")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Maps as .npz or .h5.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="A folder (<stem>_maps.h5 and BIDS-style NIfTI maps with JSON sidecars), or one file: .npz or .h5.")
 @click.option("--method", type=click.Choice(["fast", "exhaustive", "gridded-ff"]), default="fast", show_default=True,
               help="fast: coarse-to-fine two-component; exhaustive: all pairs; gridded-ff: the paper's baseline.")
 @click.option("--ff-model", type=click.Choice(["common-phase", "magnitude"]), default="common-phase", show_default=True)
-def match_cmd(fingerprints: Path, dict_path: Path, out: Path, method: str, ff_model: str) -> None:
-    """Match FINGERPRINTS (.npy, complex (..., frames), or a scan .h5 file) to a dictionary.
+@_with(_read_opts)
+def match_cmd(fingerprints: Path, second: Path | None, dict_path: Path, out: Path, method: str, ff_model: str,
+              **read) -> None:
+    """Match FINGERPRINTS to a dictionary: a scan or image series of any kind `mrfrecon import` reads
+    (SECOND: the phase or imaginary part of a two-file series), or a .npy of complex fingerprints
+    (n, frames).
 
-    Writes t1h2o (ms), ff, b1, df (Hz), t1fat (ms), pd, residual and valid, each shaped (...) —
-    for a scan (slices, y, x), 0 outside the foreground.
+    An image is matched in its foreground only (the scan's mask, --mask, or an estimated one).
+    Writes t1h2o (ms), ff, b1, df (Hz), t1fat (ms), pd, residual and valid; magnitude-only data are
+    refused (the dictionary is complex).
     """
     import time
 
     from ..dictionary import Dictionary
     from ..matching import match
 
-    suffix = fingerprints.suffix.lower()
-    if suffix in (".h5", ".hdf5"):  # a scan: its foreground voxels, maps back on its grid
-        from ..cohort import reference_maps
-        from ..io.scan import load_scan
-        from ..matching import MAP_KEYS
-
-        scan = load_scan(fingerprints)
-        d = Dictionary.load(dict_path, scan.sequence)
-        n = int(scan.foreground.sum())
-        t0 = time.perf_counter()
-        with progress(n, f"matching ({method})") as cb:
-            maps = reference_maps(scan.series, scan.foreground, d, keys=(*MAP_KEYS, "valid"), method=method,
-                                  ff_model=ff_model, progress=cb)
-    elif suffix == ".npy":
-        x = _load_fingerprints(fingerprints)
+    opts = read_options(**read)
+    name = out.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        raise MrfreconError(f"{out}: NIfTI maps are one file per map: give a folder as --out (or a .npz / .h5 file)")
+    to_folder = not name.endswith(_MATCH_SUFFIXES)
+    check_out(out, kind="dir" if to_folder else "file", inputs=(fingerprints, dict_path) + ((second,) if second else ()))
+    for p in (fingerprints, second):
+        if p is not None and not p.exists():
+            raise MrfreconError(f"{p}: no such file or folder")
+    attrs = {"dictionary": str(dict_path), "method": method, "ff_model": ff_model, "mrfrecon_version": __version__}
+    fps = _fingerprint_list(fingerprints, opts["axes"]) if second is None else None
+    if fps is not None:  # a list of fingerprints, no image
+        if to_folder:
+            raise MrfreconError(f"{fingerprints}: a list of fingerprints {fps.shape} has no image geometry: give a .npz "
+                                "or .h5 file as --out (NIfTI needs an image: declare one with --axes)")
         d = Dictionary.load(dict_path)
-        n = int(np.prod(x.shape[:-1])) if x.ndim else 0
+        n = int(np.prod(fps.shape[:-1])) if fps.ndim else 0
         t0 = time.perf_counter()
         with progress(n, f"matching ({method})") as cb:
-            maps = match(x, d, method=method, ff_model=ff_model, progress=cb)
-    else:
-        raise MrfreconError(f"{fingerprints}: expected a .npy array of fingerprints (..., frames) or a scan .h5 file")
+            maps = match(fps, d, method=method, ff_model=ff_model, progress=cb)
+        dt = time.perf_counter() - t0
+        _save_maps(maps, out, attrs)
+        click.echo(f"matched {n:,} fingerprints in {dt:.2f} s; wrote {out}")
+        return
+    from ..cohort import reference_maps
+    from ..io.readers import read_scan, scan_stem
+    from ..matching import MAP_KEYS
+
+    d = Dictionary.load(dict_path)
+    scan = read_scan(fingerprints, second, sequence=d.sequence, **opts)
+    Dictionary.load(dict_path, scan.sequence)  # the scan's own sequence (an mrfrecon scan carries one) must fit
+    stem = scan_stem(fingerprints)
+    if to_folder:
+        from ..inference import MAPS_SUFFIX
+        from ..io.nifti import planned_outputs
+
+        for o in [out / f"{stem}{MAPS_SUFFIX}", *planned_outputs(out, stem, MAP_KEYS)]:
+            check_out(o, kind="file", inputs=(fingerprints, dict_path))
+    n = int(scan.foreground.sum())
+    t0 = time.perf_counter()
+    with progress(n, f"matching ({method})") as cb:
+        maps = reference_maps(scan.series, scan.foreground, d, keys=(*MAP_KEYS, "valid"), method=method,
+                              ff_model=ff_model, progress=cb)
     dt = time.perf_counter() - t0
-    _save_maps(maps, out, {"dictionary": str(dict_path), "method": method, "ff_model": ff_model, "mrfrecon_version": __version__})
-    click.echo(f"matched {n:,} fingerprints in {dt:.2f} s; wrote {out}")
+    if to_folder:
+        from ..inference import MAPS_SUFFIX, _write_maps
+        from ..io.nifti import export_maps, provenance
+
+        _write_maps(out / f"{stem}{MAPS_SUFFIX}", maps, scan.foreground, {**attrs, "scan": str(fingerprints)})
+        side = provenance(f"two-component (water, fat) dictionary matching, method {method}, FF model {ff_model}",
+                          "Balsiger et al., MIDL 2019 (two-component matching: docs/MATCHING.md)",
+                          scan.attrs.get("source", [str(fingerprints)]), {"dictionary": dict_path})
+        export_maps(maps, out, stem, scan.affine_ras(), sidecar=side, foreground=scan.foreground & maps["valid"],
+                    labels=scan.labels, label_names=scan.label_names)
+    else:
+        _save_maps(maps, out, attrs)
+    click.echo(f"matched {n:,} foreground voxels ({scan.attrs.get('foreground', 'the scan’s mask')}) in {dt:.2f} s; wrote {out}")
+
+
+# --------------------------------------------------------------------------------- import
+@cli.command("import")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("second", required=False, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Scan .h5 file to write.")
+@_with(_seq_opts)
+@_with(_read_opts)
+def import_cmd(source: Path, second: Path | None, out: Path, sequence_path: Path | None, echo_spacing: float,
+               **read) -> None:
+    """Turn SOURCE into an mrfrecon scan: NIfTI, NumPy, MATLAB or DICOM (a folder or files); SECOND: the
+    phase or imaginary part of a two-file series.
+
+    The series must be complex (magnitude + phase or real + imaginary parts are combined);
+    geometry (a RAS+ affine) and the sequence are kept; without --mask the foreground is estimated.
+    """
+    from ..io.readers import read_scan
+    from ..io.scan import save_scan
+
+    check_out(out, kind="file", suffixes=(".h5", ".hdf5"), inputs=(source,) + ((second,) if second else ()))
+    opts = read_options(**read)
+    seq = _sequence(sequence_path, echo_spacing)
+    scan = read_scan(source, second, sequence=seq, **opts)
+    save_scan(out, scan)
+    s, t, y, x = scan.series.shape
+    click.echo(f"imported {source} ({scan.attrs.get('import', {}).get('kind', 'scan')}): {s} slice(s), {t} frames, "
+               f"{y} × {x}, orientation {''.join(scan.attrs.get('orientation', []))}, foreground "
+               f"{int(scan.foreground.sum()):,} voxels ({scan.attrs.get('foreground', 'from the scan')}); wrote {out}")
 
 
 # --------------------------------------------------------------------------------- simulate
@@ -226,6 +310,8 @@ def _read_maps(path: Path) -> dict[str, np.ndarray]:
 @click.option("--snr", type=Num(0.0, lo_open=True, allow_inf=True), default=None, help="Image-domain SNR of a frame (default: the preset's).")
 def simulate_cmd(preset, out, subjects, seed, workers, overwrite, shard, no_reference, from_maps, snr) -> None:
     """Simulate an MRF-WF cohort (phantoms → radial k-space → KWIC frames → scan files), resumable."""
+    check_out(out, kind="file" if from_maps is not None and out.suffix in (".h5", ".hdf5") else "dir",
+              inputs=(from_maps,) if from_maps is not None else ())
     from ..presets import load_preset
 
     if from_maps is not None:
@@ -274,6 +360,7 @@ def simulate_cmd(preset, out, subjects, seed, workers, overwrite, shard, no_refe
 @click.option("--slice", "slice_index", type=Num(0, 10**6, integer=True), default=None, help="Slice (default: the middle one).")
 def figure_cmd(scan_path: Path, out: Path, slice_index: int | None) -> None:
     """Plot one slice of a scan: frames, ground truth, reference maps and their error (PNG)."""
+    check_out(out, kind="file", suffixes=(".png",), inputs=(scan_path,))
     from ..figures import plot_scan
     from ..io.scan import load_scan
 
@@ -305,6 +392,7 @@ def demo(out: Path, preset: str, seed: int, target: str, voxels: int, noise: flo
     the report's path."""
     from ..demo import run_demo
 
+    check_out(out, kind="dir")
     n = set_threads(threads)
     run_demo(out, preset=preset, seed=seed, target=target, voxels=voxels, noise=noise, matching_only=matching_only,
              workers=n, echo=click.echo, progress=progress)

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from ..errors import MrfreconError
-from .common import PROCESSES, SEED, Num, cli, progress, set_threads
+from .common import PROCESSES, SEED, Num, check_out, cli, progress, set_threads
 
 _PRESETS = ["tiny", "demo", "paper"]
 
@@ -61,6 +61,7 @@ def compare_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, t
     against the reference maps and the ground truth; dictionary matching as a fifth method."""
     from ..experiments.compare import run_compare
 
+    check_out(out, kind="dir")
     set_threads(threads)
     res = run_compare(out, preset=preset, cohort=cohort, target=target, seed=seed, epochs=epochs, subjects=subjects,
                       width=width, patch=patch, models=[m.strip() for m in models.split(",") if m.strip()],
@@ -85,6 +86,7 @@ def receptive_field_cmd(preset, cohort, out, seed, epochs, subjects, workers, th
     Wilcoxon signed-rank tests against the best field, Bonferroni-corrected."""
     from ..experiments.receptive_field import parse_fields, run_receptive_field
 
+    check_out(out, kind="dir")
     set_threads(threads)
     res = run_receptive_field(out, preset=preset, cohort=cohort, fields=parse_fields(fields), target=target, seed=seed,
                               epochs=epochs, subjects=subjects, width=width, patch=patch, workers=workers, log=click.echo,
@@ -111,6 +113,7 @@ def occlusion_cmd(checkpoint, preset, cohort, out, seed, epochs, subjects, worke
 
     if frames_per_batch is not None and frames_per_batch < 1:
         raise MrfreconError(f"--frames-per-batch: expected >= 1, got {frames_per_batch}")
+    check_out(out, kind="dir")
     set_threads(threads)
     res = run_occlusion(out, checkpoint=checkpoint, preset=preset, cohort=cohort, seed=seed, epochs=epochs,
                         subjects=subjects, frames_per_batch=frames_per_batch, workers=workers, log=click.echo,

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from ..errors import MrfreconError
-from .common import SEED, Num, cli, progress
+from .common import SEED, Num, _read_opts, _with, check_out, cli, progress, read_options
 
 _MODELS = ["proposed", "cohen2018", "fang2018", "balsiger2018"]
 
@@ -45,36 +45,50 @@ _MODELS = ["proposed", "cohen2018", "fang2018", "balsiger2018"]
 def train_cmd(model, cohort, out, preset, target, epochs, batch_size, lr, width, patch, receptive_field, seed, resume,
               amp, workers, half_inputs) -> None:
     """Train a network on a cohort; keeps the model with the best validation NRMSE."""
+    import sys
+
     from ..training import train
 
+    check_out(out, kind="dir")
     options = {"receptive_field": receptive_field} if receptive_field is not None else {}
     if options and model != "proposed":
         raise MrfreconError("--receptive-field applies to --model proposed only")
     best = train(model, cohort, out, preset=preset, target=target, seed=seed, epochs=epochs, batch_size=batch_size,
                  lr=lr, width=width, patch=patch, model_options=options, resume=resume, amp=amp, workers=workers,
-                 half_inputs=half_inputs, log=click.echo, show_progress=True)
+                 half_inputs=half_inputs, log=click.echo, show_progress=sys.stderr.isatty())
     click.echo(f"best checkpoint: {best}")
 
 
 @cli.command("predict")
 @click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="checkpoint_best.pt of a training run.")
-@click.argument("scans", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("scans", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Folder for <scan>_maps.h5 and <scan>_<map>.nii.gz.")
+              help="Folder for <scan>_maps.h5 and BIDS-style NIfTI maps with JSON sidecars.")
 @click.option("--no-nifti", is_flag=True, help="Write only the HDF5 maps.")
 @click.option("--tile", type=Num(1, 4096, integer=True), default=None, help="Predict in output tiles of this size (less memory, same result).")
-def predict_cmd(checkpoint: Path, scans: tuple[Path, ...], out: Path, no_nifti: bool, tile: int | None) -> None:
-    """Predict T1H2O (ms), FF and B1 maps of SCANS (scan .h5 files) with a trained network."""
+@_with(_read_opts)
+def predict_cmd(checkpoint: Path, scans: tuple[Path, ...], out: Path, no_nifti: bool, tile: int | None, **read) -> None:
+    """Predict T1H2O (ms), FF and B1 maps of SCANS with a trained network: scan .h5 files or any
+    input `mrfrecon import` reads (the phase part of a BIDS part-mag/part-phase pair is found by name).
+
+    NIfTI maps: <stem>_desc-water_T1map (s), <stem>_FFmap (%), <stem>_TB1map (%), each with a JSON sidecar."""
     import time
 
     from ..checkpoint import load_checkpoint
-    from ..inference import predict_folder
+    from ..inference import plan_outputs, predict_folder
+    from ..io.readers import drop_partners
 
+    check_out(out, kind="dir", inputs=(checkpoint, *scans))
+    opts = read_options(**read)
     t0 = time.perf_counter()
     ck = load_checkpoint(checkpoint)  # before the bar: a bad file is one line of error
-    with progress(len(scans), "predicting") as cb:
-        written = predict_folder(ck, list(scans), out, nifti=not no_nifti, tile=tile, progress=cb)
+    inputs = drop_partners(list(scans))
+    for outs in plan_outputs(ck, inputs, out, nifti=not no_nifti):
+        for o in outs:
+            check_out(o, kind="file", inputs=(checkpoint, *scans))
+    with progress(len(inputs), "predicting") as cb:
+        written = predict_folder(ck, inputs, out, nifti=not no_nifti, tile=tile, progress=cb, read_options=opts)
     click.echo(f"predicted {len(written)} scan(s) in {time.perf_counter() - t0:.2f} s; wrote {out}")
 
 
@@ -87,15 +101,19 @@ def predict_cmd(checkpoint: Path, scans: tuple[Path, ...], out: Path, no_nifti: 
               help="Compare with the dictionary-matching maps (the paper) or the ground truth.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Folder for per_scan.csv, summary.csv, summary.md.")
-def evaluate_cmd(predictions: Path, cohort: Path, split: str, against: str, out: Path) -> None:
-    """NRMSE, PSNR, SSIM per scan (mean ± SD) and R² of ROI means, as in the paper (section 2.3)."""
+@click.option("--rois", type=click.Choice(["major-muscles", "all-labels"]), default="major-muscles", show_default=True,
+              help="ROIs whose means enter R²: the labelled muscles (the paper) or every label.")
+def evaluate_cmd(predictions: Path, cohort: Path, split: str, against: str, out: Path, rois: str) -> None:
+    """NRMSE, PSNR, SSIM per scan (mean ± SD) and R² of ROI means, as in the paper (section 2.3);
+    the report names the ROI set."""
     from ..evaluation import evaluate, write_report
     from ..io.cohort import CohortIndex
 
+    check_out(out, kind="dir")
     paths = CohortIndex.load(cohort).paths(split)
     if not paths:
         raise MrfreconError(f"{cohort}: the {split} split is empty")
-    result = evaluate(predictions, paths, against=against)
+    result = evaluate(predictions, paths, against=against, rois=rois)
     write_report(result, out, title=f"{predictions} on the {split} split of {cohort}")
     click.echo((out / "summary.md").read_text().rstrip())
 

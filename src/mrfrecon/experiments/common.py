@@ -39,6 +39,7 @@ import numpy as np
 from .. import __version__
 from ..errors import MrfreconError
 from ..atomic import atomic_write_text
+from ..evaluation import is_major_muscle as is_muscle  # the one ROI definition (evaluation.ROI_SETS)
 from ..io.cohort import CohortIndex
 
 __all__ = [
@@ -73,12 +74,6 @@ def map_label(m: str, unit: bool = True) -> str:
     """``"T1H2O (ms)"``, ``"FF"``, ``"B1 (a.u.)"`` (with ``unit``)."""
     u = MAP_UNITS.get(m, "")
     return f"{MAP_LABELS.get(m, m)}{f' ({u})' if unit and u else ''}"
-
-
-def is_muscle(name: str) -> bool:
-    """ROIs in the major muscles (the paper's R²): the phantoms name them ``left_<muscle>`` and
-    ``right_<muscle>``; fat, bone, fascia and vessels are left out."""
-    return name.startswith(("left_", "right_"))
 
 
 # ================================================================================ resources

@@ -15,6 +15,7 @@ from ..atomic import atomic_h5
 from ..errors import MrfreconError
 from ..limits import check_maps
 from ..sequence import Sequence
+from .geometry import SIMULATED_AXCODES, affine_axcodes, affine_from_axcodes, check_affine
 from .h5 import open_h5, read_dataset
 
 SCAN_FORMAT = "mrfrecon.scan/1"
@@ -45,6 +46,10 @@ class Scan:
         int16 ROI label image ``(slices, y, x)`` (0 = background) and the name of every label.
     attrs
         JSON-serializable description: subject, region, condition, seed, simulation settings, ...
+    affine
+        float64 4 × 4: voxel index ``(x, y, slice)`` → patient RAS+ mm (:mod:`mrfrecon.io.geometry`);
+        ``None`` for the scans mrfrecon simulates, whose geometry follows from ``attrs["voxel_mm"]``
+        and the phantoms' orientation (see :meth:`affine_ras`).
     """
 
     series: np.ndarray
@@ -55,6 +60,26 @@ class Scan:
     labels: np.ndarray | None = None
     label_names: dict[int, str] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
+    affine: np.ndarray | None = None
+
+    def voxel_mm(self) -> tuple[float, float, float]:
+        """Voxel size (x, y, slice) in mm: from the affine, else ``attrs["voxel_mm"]``, else the
+        paper's 1 × 1 × 8 mm."""
+        if self.affine is not None:
+            return tuple(float(v) for v in np.linalg.norm(np.asarray(self.affine)[:3, :3], axis=0))  # type: ignore[return-value]
+        v = self.attrs.get("voxel_mm")
+        return tuple(float(x) for x in v) if isinstance(v, list | tuple) and len(v) == 3 else (1.0, 1.0, 8.0)  # type: ignore[return-value]
+
+    def affine_ras(self) -> np.ndarray:
+        """The RAS+ affine of the voxel index ``(x, y, slice)``: :attr:`affine` when the scan has
+        one, else built from :meth:`voxel_mm` and ``attrs["orientation"]`` (axis codes, default
+        the simulated phantoms' ``LPS``: x → patient's left, y → posterior, slice → superior),
+        centred on the field of view."""
+        if self.affine is not None:
+            return np.asarray(self.affine, dtype=np.float64)
+        s, y, x = self.shape
+        codes = tuple(self.attrs.get("orientation", SIMULATED_AXCODES))
+        return affine_from_axcodes(self.voxel_mm(), (x, y, s), codes)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -103,6 +128,11 @@ def save_scan(path: str | os.PathLike[str], scan: Scan, *, storage: str = "compl
         if scan.labels is not None:
             d = f.create_dataset("labels", data=scan.labels.astype(np.int16), compression="gzip")
             d.attrs["names_json"] = json.dumps({str(k): v for k, v in scan.label_names.items()})
+        # every scan file states its geometry, the simulated ones included
+        aff = scan.affine_ras()
+        d = f.create_dataset("geometry/affine", data=aff)
+        d.attrs["space"] = "RAS+ mm of the voxel index (x, y, slice)"
+        d.attrs["axcodes"] = "".join(affine_axcodes(aff))
     return path
 
 
@@ -121,6 +151,10 @@ def _validate_scan(scan: Scan, where_: str) -> None:
     ser = scan.series
     if ser.ndim != 4 or not np.iscomplexobj(ser):
         raise MrfreconError(f"{where_}: series: expected complex (slices, frames, y, x), got {ser.dtype} {ser.shape}")
+    if ser.size and not np.any(ser.imag):
+        raise MrfreconError(f"{where_}: series: magnitude-only (no imaginary part anywhere): the dictionary's fingerprints "
+                            "are complex and their phase carries the off-resonance and the water–fat shift; give the "
+                            "complex series (or magnitude and phase)")
     if ser.shape[1] != scan.sequence.frames:
         raise MrfreconError(f"{where_}: series: {ser.shape[1]} frames, but the sequence has {scan.sequence.frames}")
     shape = scan.shape
@@ -134,6 +168,8 @@ def _validate_scan(scan: Scan, where_: str) -> None:
                 raise MrfreconError(f"{where_}: {group}/{k}: contains NaN or infinite values")
     if scan.labels is not None and scan.labels.shape != shape:
         raise MrfreconError(f"{where_}: labels: expected shape {shape}, found {scan.labels.shape}")
+    if scan.affine is not None:
+        check_affine(scan.affine, where_)
 
 
 def load_scan(path: str | os.PathLike[str], *, series: bool = True) -> Scan:
@@ -178,6 +214,9 @@ def load_scan(path: str | os.PathLike[str], *, series: bool = True) -> Scan:
             if g in f:
                 for k in f[g]:
                     groups[g][k] = read_dataset(f, f"{g}/{k}", ndim=3, dtype_kind="f").astype(np.float32)
+        affine = None
+        if "geometry/affine" in f:
+            affine = check_affine(read_dataset(f, "geometry/affine", ndim=2, dtype_kind="f"), str(path))
         labels, names = None, {}
         if "labels" in f:
             labels = read_dataset(f, "labels", ndim=3, dtype_kind="iu").astype(np.int16)
@@ -198,7 +237,7 @@ def load_scan(path: str | os.PathLike[str], *, series: bool = True) -> Scan:
                 raise MrfreconError(f"{path}: {g}/{k}: expected shape {(s, y, x)}, found {v.shape}")
         check_maps(maps, f"{path}: {g}", foreground=fg)
     scan = Scan(series=data, foreground=fg, sequence=seq, maps=groups["maps"], reference=groups["reference"],
-                labels=labels, label_names=names, attrs=attrs)
+                labels=labels, label_names=names, attrs=attrs, affine=affine)
     if series:
         _validate_scan(scan, str(path))
     else:
