@@ -98,20 +98,20 @@ def check_out(path: Path, *, kind: str, suffixes: tuple[str, ...] = (), inputs: 
     name = path.name.lower()
     if kind == "file":
         if path.is_dir():
-            raise MrfreconError(f"{path}: --out is a folder; expected a file{f' ({chr(44).join(suffixes)})' if suffixes else ''}")
+            raise MrfreconError(f"--out: {path} is a folder; expected a file{f' ({chr(44).join(suffixes)})' if suffixes else ''}")
         if suffixes and not name.endswith(suffixes):
-            raise MrfreconError(f"{path}: --out must end in {' or '.join(suffixes)}")
+            raise MrfreconError(f"--out: {path} must end in {' or '.join(suffixes)}")
     elif path.exists() and not path.is_dir():
-        raise MrfreconError(f"{path}: --out is a file; expected a folder")
+        raise MrfreconError(f"--out: {path} is a file; expected a folder")
     if any(path.resolve() == Path(i).resolve() for i in inputs):
-        raise MrfreconError(f"{path}: --out is an input file; choose another")
+        raise MrfreconError(f"--out: {path} is an input file; choose another")
     anc = path.parent if kind == "file" else path
     while not anc.exists():
         anc = anc.parent
     if not anc.is_dir():
-        raise MrfreconError(f"{path}: --out lies under {anc}, which is a file")
+        raise MrfreconError(f"--out: {path} lies under {anc}, which is a file")
     if not os.access(anc, os.W_OK | os.X_OK):
-        raise MrfreconError(f"{path}: --out: cannot write in {anc} (permission denied)")
+        raise MrfreconError(f"--out: {path}: cannot write in {anc} (permission denied)")
     return path
 
 
