@@ -14,6 +14,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt "torch==2.13.0"
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/python -m mrfrecon.pairsearch
 	touch $(STAMP)
 
 venv install: $(STAMP)
@@ -28,4 +29,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache build *.egg-info src/*.egg-info
+	rm -rf $(VENV) demo-output .pytest_cache build *.egg-info src/*.egg-info src/mrfrecon/_pairsearch-*.so

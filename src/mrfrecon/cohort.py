@@ -47,6 +47,7 @@ from .io.scan import MAP_NAMES, Scan, load_scan, save_scan
 from .matching import match
 from .physics import simulate, simulate_projected
 from .presets import load_preset
+from .runtime import with_thread_policy
 from .sequence import Sequence
 
 
@@ -77,6 +78,7 @@ def _check_maps(maps: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], tuple[i
     return out, shape  # type: ignore[return-value]
 
 
+@with_thread_policy
 def acquire(
     sequence: Sequence,
     maps: Mapping[str, Any],

@@ -37,6 +37,7 @@ least-squares amplitudes, ``FF = |a_f| / (|a_w| + |a_f|)``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,7 +46,7 @@ import torch
 
 from .dictionary import Dictionary
 from .errors import MrfreconError
-from .runtime import default_device
+from .runtime import default_device, parallel_map, split_range, thread_policy
 
 MAP_KEYS = ("t1h2o", "ff", "b1", "df", "t1fat", "pd", "residual")
 METHODS = ("fast", "exhaustive", "gridded-ff")
@@ -301,6 +302,43 @@ def _gridded_ff(d: Dictionary, s_full: torch.Tensor, ff_values: np.ndarray, comp
             best_pd = torch.where(better, ip.abs().gather(1, arg[:, None])[:, 0] / norm2[arg], best_pd)
     return best_idx, best_pd, best
 
+#: voxels per piece of work on the thread pool are at most 4 × this (a few ms each with the fused
+#: kernels: the slowest worker's last piece is all a busy core can delay)
+KERNEL_BLOCK = 256
+
+
+def _kernel_arrays(d: Dictionary, prep: _Prepared, strides: tuple[int, int, int, int]):
+    """The fused kernels' arrays of the full grid and of the coarse subgrid (cached per dictionary)."""
+    from .pairsearch import GroupArrays
+
+    fkey, ckey = "kernel:full", f"kernel:coarse:{tuple(strides)}"
+    if fkey not in d._cache:
+        d._cache[fkey] = GroupArrays(prep.wn, prep.fn, prep.c, prep.inv)
+    if ckey not in d._cache:
+        sizes = (*prep.wn.shape[:3], prep.fn.shape[2])
+        cb, cd, ci, cj = (torch.as_tensor(_coarse_indices(n, st), device=prep.wn.device) for n, st in zip(sizes, strides, strict=True))
+        sub = (cb[:, None, None, None], cd[None, :, None, None], ci[None, None, :, None], cj[None, None, None, :])
+        ga = GroupArrays(prep.wn[cb][:, cd][:, :, ci], prep.fn[cb][:, cd][:, :, cj], prep.c[sub], prep.inv[sub])
+        d._cache[ckey] = (*ga.merged(), *(a.cpu().numpy().astype(np.int64) for a in (cb, cd, ci, cj)))
+    return d._cache[fkey], d._cache[ckey]
+
+
+def _kernel_search(kernels: dict, method: str, s: torch.Tensor, full, coarse, prep: _Prepared,
+                   strides: tuple[int, int, int, int]) -> torch.Tensor:
+    """Fine indices ``(n, 4)`` of the best pair of voxels ``s (n, K)`` by the fused kernels."""
+    from . import pairsearch
+
+    nb, nd = prep.wn.shape[:2]
+    s2 = torch.stack([s.real, s.imag], 1).cpu().numpy()
+    hb, hd = max(1, strides[0] // 2), max(1, strides[1] // 2)
+    hb, hd = min(hb, (nb - 1) // 2), min(hd, (nd - 1) // 2)
+    if method == "fast":
+        idx = pairsearch.fast(kernels, s2, coarse, (nb, nd), (hb, hd), full)
+    else:
+        out = pairsearch.exhaustive(kernels, s2, full)
+        idx = np.stack([out[:, 0] // nd, out[:, 0] % nd, out[:, 1], out[:, 2]], 1)
+    return torch.as_tensor(idx, device=s.device)
+
 
 def match(
     fingerprints: np.ndarray | torch.Tensor,
@@ -314,6 +352,7 @@ def match(
     compressed: bool = False,
     device: str | torch.device | None = None,
     progress: Callable[[int], None] | None = None,
+    threads: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Match fingerprints to a water/fat dictionary.
 
@@ -342,6 +381,12 @@ def match(
         Torch device (CUDA when available by default).
     progress
         Called with the number of voxels done after each batch.
+    threads
+        CPU threads; default :func:`mrfrecon.runtime.auto_threads` (an explicit setting, else the
+        cores free at call time). On the CPU, ``"fast"`` and ``"exhaustive"`` run the fused
+        C kernels of :mod:`mrfrecon.pairsearch` on that many workers (default: every core, see
+        :func:`mrfrecon.runtime.thread_policy`); where the kernel cannot be built, the torch
+        code after one warning.
 
     Returns
     -------
@@ -375,10 +420,17 @@ def match(
     valid = finite & (norm2 > 0)
     out["valid"] = valid.copy()
     todo = np.flatnonzero(valid)
+    kernels = None
+    if dev.type == "cpu" and method in ("fast", "exhaustive"):
+        from .pairsearch import kernels as _kernels
+
+        kernels = _kernels()
     if chunk is None:
-        chunk = {"fast": 4096, "exhaustive": 8, "gridded-ff": 64}[method]
+        chunk = {"fast": 4096, "exhaustive": 8 if kernels is None else 4096, "gridded-ff": 64}[method]
     coarse = full = None
-    if method == "fast":
+    if kernels is not None:
+        full, coarse = _kernel_arrays(dictionary, prep, strides)
+    elif method == "fast":
         ckey, fkey = f"coarse:{dev}:{tuple(strides)}", f"pairs:{dev}"
         if ckey not in dictionary._cache:
             sizes = (*prep.wn.shape[:3], prep.fn.shape[2])
@@ -390,41 +442,51 @@ def match(
     if ff_values is None:
         ff_values = np.linspace(0.0, 1.0, 26)
     axes = [torch.as_tensor(a, device=dev, dtype=torch.float32) for a in (g.b1, g.df_hz, g.t1h2o_ms, g.t1fat_ms)]
-    done = 0
-    with torch.no_grad():
-        for start in range(0, todo.size, chunk):
-            sel = todo[start : start + chunk]
-            s_full = torch.as_tensor(flat[sel], device=dev)
-            s = s_full @ prep.basis_conj  # (m, K) compressed
-            e_full = torch.as_tensor(norm2[sel], device=dev, dtype=torch.float32)
-            if method == "gridded-ff":
-                idx5, pd, energy = _gridded_ff(dictionary, s_full, ff_values, compressed, prep)
-                idx = idx5[:, :4]
-                res = {"pd": pd, "ff": torch.as_tensor(ff_values, device=dev, dtype=torch.float32)[idx5[:, 4]], "energy": energy}
+    lock, done = threading.Lock(), [0]
+
+    def one(piece: slice) -> None:
+        sel = todo[piece]
+        s_full = torch.as_tensor(flat[sel], device=dev)
+        s = s_full @ prep.basis_conj  # (m, K) compressed
+        e_full = torch.as_tensor(norm2[sel], device=dev, dtype=torch.float32)
+        if method == "gridded-ff":
+            idx5, pd, energy = _gridded_ff(dictionary, s_full, ff_values, compressed, prep)
+            idx = idx5[:, :4]
+            res = {"pd": pd, "ff": torch.as_tensor(ff_values, device=dev, dtype=torch.float32)[idx5[:, 4]], "energy": energy}
+        else:
+            if kernels is not None:
+                idx = _kernel_search(kernels, method, s, full, coarse, prep, strides)
+            elif method == "fast":
+                assert coarse is not None and full is not None
+                s_real = torch.cat([s.real, s.imag], 1)
+                seed = _coarse_best(coarse, s_real)
+                idx = _best_in_group(prep, s, _refine(full, s_real, seed, (max(1, strides[0] // 2), max(1, strides[1] // 2))))
             else:
-                if method == "fast":
-                    assert coarse is not None and full is not None
-                    s_real = torch.cat([s.real, s.imag], 1)
-                    seed = _coarse_best(coarse, s_real)
-                    idx = _best_in_group(prep, s, _refine(full, s_real, seed, (max(1, strides[0] // 2), max(1, strides[1] // 2))))
-                else:
-                    idx = _exhaustive(prep, s)
-                res = _amplitudes(prep, s, idx, ff_model)
-            rel = (1.0 - res["energy"] / e_full).clamp(0.0, 1.0).sqrt()
-            vals = {
-                "b1": axes[0][idx[:, 0]],
-                "df": axes[1][idx[:, 1]],
-                "t1h2o": axes[2][idx[:, 2]],
-                "t1fat": axes[3][idx[:, 3]],
-                "pd": res["pd"],
-                "ff": res["ff"].clamp(0.0, 1.0),
-                "residual": rel,
-            }
-            for k, v in vals.items():
-                out[k][sel] = v.float().cpu().numpy()
-            done += sel.size
-            if progress is not None:
-                progress(done)
+                idx = _exhaustive(prep, s)
+            res = _amplitudes(prep, s, idx, ff_model)
+        rel = (1.0 - res["energy"] / e_full).clamp(0.0, 1.0).sqrt()
+        vals = {
+            "b1": axes[0][idx[:, 0]],
+            "df": axes[1][idx[:, 1]],
+            "t1h2o": axes[2][idx[:, 2]],
+            "t1fat": axes[3][idx[:, 3]],
+            "pd": res["pd"],
+            "ff": res["ff"].clamp(0.0, 1.0),
+            "residual": rel,
+        }
+        for k, v in vals.items():
+            out[k][sel] = v.float().cpu().numpy()
+        if progress is not None:
+            with lock:
+                done[0] += sel.size
+                progress(done[0])
+
+    # the fused kernels: independent voxel pieces on workers (no barriers); the torch code is
+    # parallel inside its operations and gets the free cores as its threads
+    split = kernels is not None
+    with torch.no_grad(), thread_policy(threads, small=todo.size < 2 * KERNEL_BLOCK, split=split) as workers:
+        w = workers if split else 1
+        parallel_map(one, split_range(todo.size, min(chunk, 4 * KERNEL_BLOCK) if w > 1 else chunk, w), w)
     return {k: v.reshape(shape) for k, v in out.items()}
 
 

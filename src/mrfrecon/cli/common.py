@@ -166,14 +166,18 @@ def _with(options):
 @click.version_option(__version__, prog_name="mrfrecon")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.option("--device", default=None, help="Torch device, e.g. cpu or cuda:0 (default: CUDA if available).")
+@click.option("--threads", type=int, default=None,
+              help="CPU threads of every stage (default: the cores free when each stage starts).")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool, device: str | None) -> None:
+def cli(ctx: click.Context, debug: bool, device: str | None, threads: int | None) -> None:
     """mrfrecon: water T1 (ms), fat fraction (0-1) and B1 (a.u.) maps from MR fingerprinting.
 
     Times are in ms, off-resonance in Hz, flip angles in degrees.
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if threads is not None:
+        set_threads(threads, echo=lambda _msg: None)
     if device:
         from ..runtime import default_device
 
@@ -223,15 +227,22 @@ _seq_opts = [
 
 
 def set_threads(threads: int | None, echo=click.echo) -> int:
-    """Set torch's intra-op threads: ``threads``, or :func:`~mrfrecon.experiments.common.auto_threads`
-    (the cores not kept busy by other processes). Returns the number set."""
+    """Fix the CPU threads to ``threads`` for the rest of the command (:func:`mrfrecon.runtime.set_threads`
+    and torch's own count), or, with ``None``, leave the choice to each stage
+    (:func:`mrfrecon.runtime.auto_threads`: the cores free when it starts). Returns the number
+    fixed, or the automatic choice at this moment."""
     import torch
 
-    from ..experiments.common import auto_threads
+    from ..runtime import auto_threads
+    from ..runtime import set_threads as _set
 
     if threads is not None and not 1 <= threads <= 1024:
         raise MrfreconError(f"--threads: expected 1 to 1024, got {threads}")
-    n = threads or auto_threads()
-    torch.set_num_threads(n)
-    echo(f"torch threads: {n}{'' if threads else ' (auto: free cores)'}")
+    if threads is not None:
+        _set(threads)
+        torch.set_num_threads(threads)
+        echo(f"torch threads: {threads}")
+        return threads
+    n = auto_threads()
+    echo(f"torch threads: auto, chosen per stage from the free cores ({n} now)")
     return n

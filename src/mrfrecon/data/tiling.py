@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import MrfreconError
+from ..runtime import with_thread_policy
 from .patches import crop_padded
 
 __all__ = ["predict_slice", "predict_volume"]
@@ -35,6 +36,7 @@ def _as_channels(series: np.ndarray | torch.Tensor, channels: int | None) -> tor
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
 
+@with_thread_policy  # per slice: the free cores are sampled again for each
 @torch.no_grad()
 def predict_slice(
     net: nn.Module,

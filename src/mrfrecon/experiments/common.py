@@ -87,17 +87,11 @@ def peak_rss_mb() -> float:
 
 
 def auto_threads() -> int:
-    """Torch threads for this machine: its cores minus the ones other processes keep busy
-    (1-minute load average), at least 1. On a shared machine, more threads than free cores make
-    every operation wait for descheduled threads (measured: a 96² slice through the demo's
-    proposed CNN took 0.18 s on 1 thread but 0.7–2.8 s on 2 threads with two other busy
-    processes on 2 cores)."""
-    n = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return n
-    return int(max(1, min(n, math.floor(n - load + 0.5))))
+    """Torch threads for this machine now: :func:`mrfrecon.runtime.auto_threads` (the explicit
+    setting, else the cores other processes leave free)."""
+    from ..runtime import auto_threads as _auto
+
+    return _auto()
 
 
 @dataclass

@@ -23,17 +23,22 @@ Everything runs in PyTorch, vectorized over atoms, on the GPU when there is one.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from ..errors import MrfreconError
-from ..runtime import default_device
+from ..runtime import default_device, parallel_map, split_range, thread_policy
 from ..sequence import Sequence
 from .fat import DEFAULT_FAT, T2_FAT_MS, T2_WATER_MS, FatModel
 
 __all__ = ["simulate", "simulate_projected", "component_atoms", "longitudinal_amplitudes", "species_phasors"]
+
+
+#: voxels below which simulation runs on one thread without sampling the load (threads cannot pay off)
+_SMALL = 2048
 
 
 def longitudinal_amplitudes(sequence: Sequence, t1_ms: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
@@ -254,8 +259,9 @@ def simulate(
     if per_spoke:
         f, k = sequence.spokes, 1
     out = np.empty((n, f), dtype=np.complex64)
-    for start in range(0, n, chunk):
-        sl = slice(start, min(start + chunk, n))
+    lock, done = threading.Lock(), [0]
+
+    def one(sl: slice) -> None:
         tb1 = torch.as_tensor(b1a[sl], device=dev, dtype=torch.float32)
         tdf = torch.as_tensor(dfa[sl], device=dev, dtype=torch.float32)
         tff = torch.as_tensor(ffa[sl], device=dev, dtype=torch.float32)
@@ -270,7 +276,13 @@ def simulate(
         acc *= torch.as_tensor(pda[sl], device=dev, dtype=torch.float32)[:, None]
         out[sl] = acc.cpu().numpy()
         if progress is not None:
-            progress(sl.stop)
+            with lock:
+                done[0] += sl.stop - sl.start
+                progress(done[0])
+
+    with torch.no_grad(), thread_policy(small=n < _SMALL, split=True) as workers:
+        w = workers if dev.type == "cpu" else 1
+        parallel_map(one, split_range(n, chunk, w), w)
     return out.reshape(*shape, f)
 
 
@@ -323,8 +335,8 @@ def simulate_projected(
     te_s = torch.as_tensor(tes * 1e-3, device=dev, dtype=torch.float32)
     n, k = len(t1h2o), proj.shape[1]
     out = np.empty((n, k), dtype=np.complex64)
-    for start in range(0, n, chunk):
-        sl = slice(start, min(start + chunk, n))
+
+    def one(sl: slice) -> None:
         tb1 = torch.as_tensor(np.asarray(b1[sl], np.float32), device=dev)
         tdf = torch.as_tensor(np.asarray(df[sl], np.float32), device=dev)
         tff = torch.as_tensor(np.asarray(ff[sl], np.float32), device=dev)
@@ -339,4 +351,8 @@ def simulate_projected(
             acc += weight[:, None] * (phase[:, :, None] * per_te).sum(1)
         acc *= torch.as_tensor(np.asarray(pd[sl], np.float32), device=dev)[:, None]
         out[sl] = acc.cpu().numpy()
+
+    with torch.no_grad(), thread_policy(small=n < _SMALL, split=True) as workers:
+        w = workers if dev.type == "cpu" else 1
+        parallel_map(one, split_range(n, chunk, w), w)
     return out

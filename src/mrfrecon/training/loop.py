@@ -27,6 +27,7 @@ from ..fs import FolderLock, remove_stale_temps
 from ..metrics import masks_for, nrmse
 from ..models import MODELS, build
 from ..presets import load_preset
+from ..runtime import thread_policy
 from .data import ScanData, TrainData, load_training_data
 from .environment import Dist, autocast, autocast_for, init_distributed, rng_state, seed_everything, set_rng_state
 from .environment import deterministic as deterministic_mode
@@ -425,9 +426,10 @@ def _train(cfg: dict[str, Any], cohort: Path, out: Path, dst: Dist, dev: torch.d
         deterministic_algorithms = dev.type == "cpu"  # on CUDA they cost speed
     with deterministic_mode(deterministic_algorithms):
         for epoch in range(run.epoch + 1, cfg["epochs"] + 1):
-            train_loss, seconds, rate = _train_epoch(run, epoch)
-            if dst.main:
-                _end_epoch(run, epoch, train_loss, seconds, rate)
+            with thread_policy():  # threads from the cores free at the start of each epoch
+                train_loss, seconds, rate = _train_epoch(run, epoch)
+                if dst.main:
+                    _end_epoch(run, epoch, train_loss, seconds, rate)
             run.epoch = epoch
             if dst.world > 1:
                 dist.barrier()  # the others wait while rank 0 validates and writes
