@@ -220,10 +220,12 @@ def match_cmd(fingerprints: Path, second: Path | None, dict_path: Path, out: Pat
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Scan .h5 file to write.")
 @_with(_seq_opts)
 @_with(_read_opts)
+@click.option("--window", type=Num(1, 1400, integer=True), default=None,
+              help="ISMRMRD: KWIC view-sharing window in spokes (default 55, the paper's).")
 def import_cmd(source: Path, second: Path | None, out: Path, sequence_path: Path | None, echo_spacing: float,
-               **read) -> None:
-    """Turn SOURCE into an mrfrecon scan: NIfTI, NumPy, MATLAB or DICOM (a folder or files); SECOND: the
-    phase or imaginary part of a two-file series.
+               window: int | None, **read) -> None:
+    """Turn SOURCE into an mrfrecon scan: NIfTI, NumPy, MATLAB, DICOM (a folder or files) or ISMRMRD radial
+    raw data (Walsh coil sensitivities, KWIC frames); SECOND: the phase or imaginary part of a two-file series.
 
     The series must be complex (magnitude + phase or real + imaginary parts are combined);
     geometry (a RAS+ affine) and the sequence are kept; without --mask the foreground is estimated.
@@ -234,7 +236,7 @@ def import_cmd(source: Path, second: Path | None, out: Path, sequence_path: Path
     check_out(out, kind="file", suffixes=(".h5", ".hdf5"), inputs=(source,) + ((second,) if second else ()))
     opts = read_options(**read)
     seq = _sequence(sequence_path, echo_spacing)
-    scan = read_scan(source, second, sequence=seq, **opts)
+    scan = read_scan(source, second, sequence=seq, **opts, **({"window": window} if window is not None else {}))
     save_scan(out, scan)
     s, t, y, x = scan.series.shape
     click.echo(f"imported {source} ({scan.attrs.get('import', {}).get('kind', 'scan')}): {s} slice(s), {t} frames, "

@@ -8,6 +8,7 @@
     scan = read_scan("sub-01_part-mag_MRF.nii.gz")            # finds sub-01_part-phase_MRF.nii.gz
     scan = read_scan("series.npy", axes="x,y,z,t")            # no geometry in the file: declare the axes
     scan = read_scan("dicom/", mask="mask.nii.gz")            # magnitude + phase images, a mask from a file
+    scan = read_scan("raw.mrd")                               # ISMRMRD radial k-space → Walsh + KWIC frames
 
 The kind is told from the content (HDF5 attributes, the DICOM preamble) and the file name; an
 input of another kind is refused with the list of kinds supported. Without a mask the foreground
@@ -34,6 +35,7 @@ __all__ = ["KINDS", "bids_partner", "detect_kind", "drop_partners", "read_mask",
 #: The kinds of input every command reads.
 KINDS = {
     "scan": "mrfrecon scan (.h5)",
+    "ismrmrd": "ISMRMRD/MRD radial raw data (.mrd, .h5)",
     "nifti": "NIfTI series (.nii, .nii.gz; complex, or magnitude + phase, or real + imaginary)",
     "numpy": "NumPy (.npy, .npz, with --axes)",
     "matlab": "MATLAB (.mat v5 or v7.3, with --axes)",
@@ -56,8 +58,7 @@ def _hdf5_kind(path: Path) -> str:
             if f.attrs.get("format") == SCAN_FORMAT:
                 return "scan"
             if "dataset" in f and isinstance(f["dataset"], h5py.Group):
-                raise MrfreconError(f"{path}: ISMRMRD raw data: reconstruct it to an image series first (this version "
-                                    f"reads {supported_kinds()})")
+                return "ismrmrd"
             fmt = f.attrs.get("format")
     except OSError as e:
         raise MrfreconError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {e}") from None
@@ -239,8 +240,12 @@ def read_scan(
         paths = [p] + ([Path(second)] if second is not None else [])
         imp = read_dicom(paths, frames=seq.frames, phase_units=phase_units, echo_times_ms=tuple(np.unique(seq.te_ms)))
     else:
-        raise MrfreconError(f"{p}: kind {kind!r} has no reader")
-    if second is not None and kind in ("numpy", "matlab"):
+        from .ismrmrd import read_ismrmrd
+
+        imp = read_ismrmrd(p, seq, **raw_options)
+    if raw_options and kind != "ismrmrd":
+        raise MrfreconError(f"{p}: {', '.join(raw_options)} apply to ISMRMRD raw data only")
+    if second is not None and kind in ("numpy", "matlab", "ismrmrd"):
         raise MrfreconError(f"{second}: a second file applies to NIfTI and DICOM inputs; put both parts of a "
                             f"{kind} series in one .npz/.mat file (magnitude + phase or real + imag variables)")
     series = imp.series
