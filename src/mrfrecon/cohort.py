@@ -37,6 +37,7 @@ from .acquisition import (
     radial_trajectory,
     simulate_kspace,
 )
+from .acquisition.cstv import RECONS, CsTvOptions, cstv_reconstruct
 from .dictionary import Dictionary
 from .errors import MrfreconError
 from .atomic import atomic_write_text
@@ -90,9 +91,11 @@ def acquire(
     oversampling: int = 2,
     basis_energy: float = 0.9999,
     chunk: int = 8192,
+    recon: str = "kwic",
+    tv: CsTvOptions | None = None,
     info: dict[str, Any] | None = None,
 ) -> np.ndarray:
-    """Simulate the acquisition and view-sharing reconstruction of tissue maps.
+    """Simulate the acquisition and frame reconstruction of tissue maps.
 
     Parameters
     ----------
@@ -121,6 +124,13 @@ def acquire(
         voxels the basis is computed from, is reported in ``info``).
     chunk
         Voxels simulated per batch (bounds memory to ``chunk × spokes × 24`` bytes).
+    recon
+        ``"kwic"`` (view sharing only) or ``"kwic-tv"`` (KWIC followed by compressed sensing
+        with total variation in a temporal subspace, as the paper's series were made:
+        :mod:`mrfrecon.acquisition.cstv`).
+    tv
+        Settings of ``"kwic-tv"`` (:class:`~mrfrecon.acquisition.cstv.CsTvOptions`; default ones
+        if None).
     info
         If given, filled with the rank and error of the temporal basis, the noise SD and the
         seconds spent per stage (``seconds``: signals, kspace, kwic).
@@ -131,6 +141,9 @@ def acquire(
         complex64 ``(slices, frames, y, x)``.
     """
     t_start = time.perf_counter()
+    if recon not in RECONS:
+        raise MrfreconError(f"recon: expected one of {', '.join(RECONS)}, got {recon!r}")
+    tv_opts = (tv if tv is not None else CsTvOptions()) if recon == "kwic-tv" else None
     m, (n_slices, ny, nx) = _check_maps(maps)
     if ny != nx:
         raise MrfreconError(f"maps: expected square slices (y == x) for the radial acquisition, got {ny} × {nx}")
@@ -168,11 +181,17 @@ def acquire(
     # one thread: finufft's multithreaded spreading adds sub-grids in a varying order, which
     # changes the last bits; reproducible files need a fixed order (use workers for parallelism)
     series = kwic_reconstruct(ksp, traj, sequence, coils=sens, matrix=nx, weights=weights, nthreads=1)
+    t_kwic = time.perf_counter()
+    tv_info: dict[str, Any] = {"recon": recon}
+    if tv_opts is not None:
+        series = cstv_reconstruct(ksp, traj, sequence, options=tv_opts, coils=sens, start=series, nthreads=1,
+                                  info=tv_info)
     if info is not None:
         info.update(basis_rank=int(k), basis_error=float(err_sub), basis_voxels=int(sub.size), snr=float(snr), kspace_noise_std=noise_std, coils=int(coils), window=int(window),
                     oversampling=int(oversampling),
+                    **tv_info,
                     seconds={"signals": t_signals - t_start, "kspace": t_kspace - t_signals,
-                             "kwic": time.perf_counter() - t_kspace})
+                             "kwic": t_kwic - t_kspace, "cstv": time.perf_counter() - t_kwic})
     return series
 
 
@@ -189,6 +208,20 @@ def reference_maps(series: np.ndarray, foreground: np.ndarray, dictionary: Dicti
         full[foreground] = got[k]
         out[k] = full
     return out
+
+
+def recon_options(cfg: Mapping[str, Any]) -> tuple[str, CsTvOptions | None]:
+    """The frame reconstruction of a cohort configuration: ``recon`` (default ``"kwic"``) and,
+    for ``"kwic-tv"``, its options from ``tv_weight``, ``tv_iterations``, ``tv_tol``, ``tv_rank``
+    (validated: a bad value raises :class:`MrfreconError` naming the key)."""
+    recon = cfg.get("recon", "kwic")
+    if recon not in RECONS:
+        raise MrfreconError(f"recon: expected one of {', '.join(RECONS)}, got {recon!r}")
+    if recon != "kwic-tv":
+        return recon, None
+    d = CsTvOptions()
+    return recon, CsTvOptions(weight=cfg.get("tv_weight", d.weight), iterations=cfg.get("tv_iterations", d.iterations),
+                              tol=cfg.get("tv_tol", d.tol), rank=cfg.get("tv_rank", d.rank))
 
 
 def subject_seed(cohort_seed: int, index: int) -> int:
@@ -210,8 +243,9 @@ def simulate_scan(
 
     ph = make_phantom(region, seed=seed, matrix=int(cfg["matrix"]), fov_mm=float(cfg["fov_mm"]), slices=int(cfg["slices"]))
     info: dict[str, Any] = {}
+    recon, tv = recon_options(cfg)
     series = acquire(sequence, ph.maps, seed=seed, snr=float(cfg["snr"]), coils=int(cfg.get("coils", 1)),
-                     window=int(cfg.get("window", 55)), info=info)
+                     window=int(cfg.get("window", 55)), recon=recon, tv=tv, info=info)
     info.pop("seconds")  # no timings in the file: the same seed must give identical files
     reference: dict[str, np.ndarray] = {}
     if dictionary is not None:
@@ -363,6 +397,7 @@ def simulate_cohort(
     cfg = dict(load_preset(preset)["cohort"])
     if overrides:
         cfg.update(overrides)
+    recon_options(cfg)  # a bad reconstruction option fails before anything is written
     n = int(subjects if subjects is not None else cfg["subjects"])
     if not 1 <= n <= 100_000:
         raise MrfreconError(f"subjects: expected 1 to 100,000, got {n}")

@@ -310,11 +310,28 @@ def _read_maps(path: Path) -> dict[str, np.ndarray]:
               help="Simulate one scan from your own maps: an HDF5 file or a folder of NIfTI files "
                    "(t1h2o ms, ff, b1, df Hz, t1fat ms, pd).")
 @click.option("--snr", type=Num(0.0, lo_open=True, allow_inf=True), default=None, help="Image-domain SNR of a frame (default: the preset's).")
-def simulate_cmd(preset, out, subjects, seed, workers, overwrite, shard, no_reference, from_maps, snr) -> None:
-    """Simulate an MRF-WF cohort (phantoms → radial k-space → KWIC frames → scan files), resumable."""
+@click.option("--recon", type=click.Choice(["kwic", "kwic-tv"]), default=None,
+              help="Frame reconstruction: KWIC view sharing, or KWIC + compressed sensing with total variation "
+                   "(the paper's; default: the preset's).")
+@click.option("--tv-weight", type=float, default=None, help="CS-TV regularization weight (> 0; default: the preset's).")
+@click.option("--tv-iterations", type=int, default=None, help="Most CS-TV iterations (>= 1; default: the preset's).")
+def simulate_cmd(preset, out, subjects, seed, workers, overwrite, shard, no_reference, from_maps, snr, recon, tv_weight,
+                 tv_iterations) -> None:
+    """Simulate an MRF-WF cohort (phantoms → radial k-space → KWIC (+ CS-TV) frames → scan files), resumable."""
+    from ..cohort import recon_options
+
     check_out(out, kind="file" if from_maps is not None and out.suffix in (".h5", ".hdf5") else "dir",
               inputs=(from_maps,) if from_maps is not None else ())
     from ..presets import load_preset
+
+    overrides = {k: v for k, v in (("snr", snr), ("recon", recon), ("tv_weight", tv_weight),
+                                   ("tv_iterations", tv_iterations)) if v is not None}
+    cfg_check = {**load_preset(preset)["cohort"], **overrides}
+    try:
+        recon_options(cfg_check)
+    except MrfreconError as e:  # name the command-line option, not the preset key
+        raise MrfreconError(str(e).replace("tv_weight:", "--tv-weight:").replace("tv_iterations:", "--tv-iterations:")
+                            .replace("recon:", "--recon:")) from None
 
     if from_maps is not None:
         from ..cohort import acquire, reference_maps
@@ -326,7 +343,9 @@ def simulate_cmd(preset, out, subjects, seed, workers, overwrite, shard, no_refe
         maps = _read_maps(from_maps)
         seq = Sequence.mrf_wf()
         info: dict = {}
-        series = acquire(seq, maps, seed=seed, snr=snr if snr is not None else float(cfg["snr"]), info=info)
+        rec, tv = recon_options({**cfg, **overrides})
+        series = acquire(seq, maps, seed=seed, snr=snr if snr is not None else float(cfg["snr"]),
+                         coils=int(cfg.get("coils", 1)), recon=rec, tv=tv, info=info)
         fg = np.asarray(maps["pd"]).reshape(series.shape[0], *series.shape[2:]) > 0
         m3 = {k: np.asarray(maps[k], np.float32).reshape(fg.shape) for k in MAP_NAMES}
         ref = {} if no_reference else reference_maps(series, fg, Dictionary.build(seq))
@@ -347,7 +366,7 @@ def simulate_cmd(preset, out, subjects, seed, workers, overwrite, shard, no_refe
     mine = n if k_n is None else len(range(k_n[0] - 1, n, k_n[1]))
     with progress(mine, f"simulating {preset} cohort" + (f" (shard {k_n[0]}/{k_n[1]})" if k_n else "")) as cb:
         idx = simulate_cohort(out, preset=preset, subjects=subjects, seed=seed, workers=workers,
-                              reference=not no_reference, overrides={"snr": snr} if snr is not None else None,
+                              reference=not no_reference, overrides=overrides or None,
                               overwrite=overwrite, shard=k_n, progress=cb, log=click.echo)
     if idx is None:
         click.echo(f"shard {k_n[0]}/{k_n[1]} of {out} complete; the last shard (or a run without --shard) writes cohort.json")
