@@ -3,7 +3,8 @@
 :func:`acquire` takes tissue maps (a phantom's or a patient's) through the paper's acquisition and
 reconstruction (Balsiger et al., MIDL 2019, sec. 2.1): per-spoke water–fat signals (the Bloch
 model of :mod:`mrfrecon.physics`), radial golden-angle k-space with noise, and KWIC view sharing
-(55 spokes per 8-spoke frame) → an image series ``(slices, frames, y, x)``.
+(55 spokes per 8-spoke frame), optionally followed by compressed sensing with total variation
+(``recon="kwic-tv"``, :mod:`mrfrecon.acquisition.cstv`) → an image series ``(slices, frames, y, x)``.
 
 :func:`simulate_cohort` makes a whole cohort: leg and thigh phantoms with neuromuscular
 pathology, their series, reference maps by two-component dictionary matching (as the paper's

@@ -17,7 +17,9 @@ with a 55-spoke KWIC filter. From tissue maps to an image series::
 
 Modules: :mod:`.trajectory` (spoke geometry), :mod:`.nufft` (finufft with reused plans),
 :mod:`.lowrank` (temporal subspace), :mod:`.kspace` (forward model, noise and the SNR
-definition), :mod:`.coils` (sensitivities, combination), :mod:`.kwic` (view sharing).
+definition), :mod:`.coils` (sensitivities, combination), :mod:`.kwic` (view sharing),
+:mod:`.cstv` (KWIC + compressed sensing with total variation in a temporal subspace, the
+paper's reconstruction: ``cstv_reconstruct(ksp, traj, seq, start=series)``).
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ class CsTvOptions:
         Rank of the reconstruction subspace (≥ 1).
     """
 
-    weight: float = 0.02
+    weight: float = 0.04
     iterations: int = 40
     tol: float = 2e-3
     rank: int = 8
@@ -206,14 +206,18 @@ class ToeplitzNormal:
     def apply_plain(self, x: np.ndarray) -> np.ndarray:
         """``Σ_k' T_{kk'} * x_{k'}`` for coefficient images ``(K, ny, nx)`` (one coil of ones)."""
         ny, nx = self.shape
-        u = scipy.fft.fft2(x, s=(2 * ny, 2 * nx), axes=(-2, -1), workers=1)
+        # pruned FFTs: the zero-padded half of the rows needs no row transform, and only the
+        # first ny rows of the result are transformed back (≈ 25 % fewer operations each way)
+        u = scipy.fft.fft(scipy.fft.fft(x, n=2 * nx, axis=-1, workers=1), n=2 * ny, axis=-2, workers=1)
         v = np.zeros_like(u)
+        tmp = np.empty_like(u[0])
         for n, (i, j) in enumerate(self.pairs):
             m = self.spectra[n]
-            v[i] += m * u[j]
+            v[i] += np.multiply(m, u[j], out=tmp)
             if j != i:
-                v[j] += np.conj(m) * u[i]
-        return scipy.fft.ifft2(v, axes=(-2, -1), workers=1)[:, :ny, :nx].astype(np.complex64)
+                v[j] += np.multiply(np.conj(m), u[i], out=tmp)
+        back = scipy.fft.ifft(v, axis=-2, workers=1)[:, :ny]
+        return scipy.fft.ifft(back, axis=-1, workers=1)[:, :, :nx].astype(np.complex64)
 
     def apply(self, x: np.ndarray, sens: np.ndarray | None = None) -> np.ndarray:
         """``AᴴWA x`` for ``x (K, ny, nx)`` with sensitivities ``(coils, ny, nx)`` (None: one coil of ones)."""
