@@ -223,7 +223,7 @@ def test_compare_end_to_end(compared):
 
 
 def test_runs_are_reused_resumed_or_replaced(compared, tmp_path):
-    from mrfrecon.experiments.common import train_or_reuse
+    from mrfrecon.experiments.runs import train_or_reuse
     from mrfrecon.io import CohortIndex
 
     index = CohortIndex.load(compared / "cohort")

@@ -8,7 +8,7 @@ from typing import Any
 
 from .errors import MrfreconError
 
-PRESETS = ("tiny", "demo", "paper")
+PRESETS = ("tiny", "demo", "study", "paper")
 
 
 def load_preset(name: str) -> dict[str, Any]:

@@ -9,10 +9,7 @@ A result folder is self-contained::
       *.csv, *.md, *.png      tables and figures
       report.md               all of them with the settings, seeds, package version and git hash
 
-Runs are reused: a run folder whose ``checkpoint_best.pt`` was trained with the same settings
-(model, options, target, seed, epochs, batch, learning rate, width, patch) on the same cohort
-split is not trained again; an interrupted one is resumed; one with other settings is
-replaced (its files are deleted first, with a log line).
+Trained runs and their reuse by settings live in :mod:`mrfrecon.experiments.runs`.
 """
 
 from __future__ import annotations
@@ -43,9 +40,9 @@ from ..evaluation import is_major_muscle as is_muscle  # the one ROI definition 
 from ..io.cohort import CohortIndex
 
 __all__ = [
-    "MAPS", "MAP_LABELS", "MAP_UNITS", "METHOD_NAMES", "MODEL_ORDER", "Report", "RunInfo", "Stopwatch",
+    "MAPS", "MAP_LABELS", "MAP_UNITS", "METHOD_NAMES", "MODEL_ORDER", "Report", "Stopwatch",
     "auto_threads", "ensure_cohort", "no_bar", "fmt", "is_muscle", "markdown_table", "peak_rss_mb", "predict_normalized",
-    "run_settings", "train_or_reuse", "write_csv",
+    "write_csv",
 ]
 
 #: The maps the networks predict and the paper evaluates, in output order.
@@ -146,124 +143,6 @@ def ensure_cohort(
         if not index.split[split]:
             raise MrfreconError(f"{index.root}: the {split} split is empty (need at least 3 subjects)")
     return index
-
-
-# ================================================================================ runs
-_SETTING_KEYS = ("model", "target", "maps", "seed", "epochs", "batch_size", "lr", "width", "patch", "validate_every",
-                 "model_options")
-
-
-def run_settings(model: str, preset: str, *, target: str, seed: int, epochs: int | None = None, width: float | None = None,
-                 patch: int | None = None, batch_size: int | None = None, model_options: Mapping[str, Any] | None = None,
-                 maps: Sequence[str] = MAPS) -> dict[str, Any]:
-    """The training settings of a run as stored in a checkpoint's ``config`` (the preset's
-    values unless overridden), for comparison with an existing run."""
-    from ..presets import load_preset
-
-    p = load_preset(preset)["training"]
-    return {"model": model, "target": target, "maps": list(maps), "seed": int(seed),
-            "epochs": int(p["epochs"] if epochs is None else epochs),
-            "batch_size": int(p["batch_size"] if batch_size is None else batch_size),
-            "lr": float(p["learning_rate"]), "width": float(p["width"] if width is None else width),
-            "patch": int(p["patch"] if patch is None else patch), "validate_every": int(p.get("validate_every", 1)),
-            "model_options": dict(model_options or {})}
-
-
-def _cohort_identity(index: CohortIndex) -> dict[str, Any]:
-    """What must not change for a run to be reused: the training and validation subjects and
-    how the cohort was made (its attributes: preset, seed, simulation settings)."""
-    return {"train": list(index.split["train"]), "val": list(index.split["val"]), "attrs": index.attrs}
-
-
-@dataclass
-class RunInfo:
-    """A trained run: where, how (``"trained"``, ``"resumed"`` or ``"reused"``), how long
-    training took now (s; 0 when reused), and the best checkpoint's epoch and validation NRMSE."""
-
-    name: str
-    model: str
-    target: str
-    path: Path
-    checkpoint: Path
-    status: str
-    seconds: float
-    best_epoch: int
-    val_nrmse: float
-    parameters: int
-    settings: dict[str, Any]
-
-
-def _jsonable(d: Any) -> Any:
-    return json.loads(json.dumps(d))
-
-
-def train_or_reuse(
-    name: str,
-    model: str,
-    index: CohortIndex,
-    run_dir: str | os.PathLike[str],
-    *,
-    preset: str,
-    target: str = "reference",
-    seed: int = 0,
-    epochs: int | None = None,
-    width: float | None = None,
-    patch: int | None = None,
-    batch_size: int | None = None,
-    model_options: Mapping[str, Any] | None = None,
-    log: Log = _quiet,
-    show_progress: bool | None = None,
-) -> RunInfo:
-    """Train ``model`` on ``index``'s training split into ``run_dir`` (best model on validation
-    NRMSE, :func:`mrfrecon.training.train`), unless a run with the same settings is there."""
-    from ..checkpoint import load_checkpoint
-    from ..models import count_parameters
-    from ..training import BEST, LAST, LOG, train
-
-    run_dir = Path(run_dir)
-    want = run_settings(model, preset, target=target, seed=seed, epochs=epochs, width=width, patch=patch,
-                        batch_size=batch_size, model_options=model_options)
-    ident = _jsonable(_cohort_identity(index))
-    best, last, logf, meta = run_dir / BEST, run_dir / LAST, run_dir / LOG, run_dir / "run.json"
-    status = "trained"
-    if best.exists() or last.exists():
-        why: list[str] = []
-        done_epochs = None
-        stored = json.loads(meta.read_text()) if meta.is_file() else {}
-        if stored.get("cohort") != ident:
-            why.append("cohort split or simulation settings")
-        src = load_checkpoint(last if last.exists() else best)
-        cfg = (src.training or {}).get("config") or src.meta.get("config", {})
-        if src.training is not None:
-            done_epochs = int(src.training["epoch"])
-        diff = [k for k in _SETTING_KEYS if k != "epochs" and _jsonable(cfg.get(k)) != _jsonable(want[k])]
-        why += [f"{k} {cfg.get(k)!r} → {want[k]!r}" for k in diff]
-        if not why and done_epochs is not None and done_epochs < want["epochs"]:
-            status = "resumed"
-        elif not why and best.exists() and int(cfg.get("epochs", -1)) == want["epochs"] and \
-                (done_epochs is None or done_epochs == want["epochs"]):
-            status = "reused"
-        else:
-            if not why:
-                why.append(f"epochs {cfg.get('epochs')!r} → {want['epochs']!r}")
-            log(f"{name}: settings changed ({'; '.join(why)}): training again in {run_dir}")
-            for f in (best, last, logf, meta):
-                f.unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    if status != "reused":
-        if status == "resumed":
-            log(f"{name}: resuming the interrupted run in {run_dir}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(meta, json.dumps({"name": name, "settings": want, "cohort": ident, "preset": preset}, indent=1))
-        train(model, index.root, run_dir, preset=preset, target=target, seed=seed, epochs=want["epochs"],
-              batch_size=want["batch_size"], width=want["width"], patch=want["patch"], model_options=dict(want["model_options"]),
-              resume=status == "resumed", log=log, show_progress=show_progress)
-    else:
-        log(f"{name}: reusing {best} (same settings)")
-    seconds = time.perf_counter() - t0 if status != "reused" else 0.0
-    ck = load_checkpoint(best)
-    return RunInfo(name, model, target, run_dir, best, status, seconds, ck.epoch, ck.val_nrmse,
-                   count_parameters(ck.build_model()), want)
 
 
 # ================================================================================ predictions

@@ -5,24 +5,32 @@ CNN against Cohen et al. 2018, Fang et al. 2018 and Balsiger et al. 2018.
 
     from mrfrecon.experiments.compare import run_compare
 
-    result = run_compare("results/compare", preset="demo", target="reference")
-    # results/compare/report.md, table1_against_reference.{csv,md}, figure2_trained_on_reference.png, ...
+    result = run_compare("results/compare", preset="study", target="both", jobs=2)
+    # results/compare/report.md, table1_against_reference.{csv,md}, wilcoxon.{csv,md}, figure2_*.png, ...
 
-Every network is trained on the training split with the paper's scheme
-(:func:`mrfrecon.training.train`: Adam 1e-3, masked MSE, the model with the lowest validation
-NRMSE kept) on the dictionary-matching ``reference`` maps (as the paper) or the simulation's
-``ground-truth`` maps (``target``; ``"both"`` trains both ways). On the test split, each
+In stages that can be run and resumed alone: the cohort (:func:`ensure_cohort`), the trainings
+(:func:`train_stage`: every network × target × seed, reused by settings, ``jobs`` at once),
+the predictions (:func:`predict_stage`), the baselines (:func:`baseline_stage`), then
+evaluation, tables, tests and figures. Every network is trained on the training split with the
+paper's scheme (:func:`mrfrecon.training.train`: Adam 1e-3, masked MSE, the model with the
+lowest validation NRMSE kept; early stopping where the preset sets a patience) on the
+dictionary-matching ``reference`` maps (as the paper) or the simulation's ``ground-truth`` maps
+(``target``; ``"both"`` trains both ways), with several seeds. On the test split, each
 network's maps are evaluated (:func:`mrfrecon.evaluation.evaluate`: NRMSE, PSNR, SSIM per scan
-over its 3-D volume, mean ± SD over scans; R² of ROI means in the major muscles pooled over
-scans) twice: against the reference maps (what the paper could do) and against the ground
-truth (what only simulation has). Dictionary matching itself (the reference maps) is evaluated
-against the ground truth as a fifth method.
+over its 3-D volume; R² of ROI means in the major muscles pooled over scans) against the
+reference maps (what the paper could do) and the ground truth (what only simulation has),
+beside the trivial baselines of :mod:`mrfrecon.experiments.baselines` (the constant, matching,
+matching smoothed inside the foreground). Each Table 1 is one training target against one
+kind of map: reference against reference (the paper's), ground truth against ground truth,
+and reference-trained networks against the ground truth (what a clinic can train, judged by
+the truth).
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,12 +43,17 @@ from ..evaluation import EvaluationResult, evaluate
 from ..io.cohort import CohortIndex
 from ..io.scan import load_scan
 from ..metrics import METRICS
-from .common import (MAPS, METHOD_NAMES, MODEL_ORDER, Log, Report, RunInfo, Stopwatch, ensure_cohort, fmt, is_muscle,
-                     map_label, no_bar, peak_rss_mb, predict_normalized, train_or_reuse, write_csv)
+from .common import (MAPS, METHOD_NAMES, MODEL_ORDER, Log, Report, Stopwatch, ensure_cohort, fmt, is_muscle,
+                     map_label, no_bar, peak_rss_mb, predict_normalized, write_csv)
+from .baselines import SMOOTHERS, baseline_maps, constant_values
+from .runs import RunInfo, RunSpec, train_runs
+from .stats import PairedTest, compare_to_best, min_wilcoxon_p
 
 __all__ = ["CompareResult", "TARGET_CHOICES", "plot_figure2", "run_compare"]
 
 TARGET_CHOICES = ("reference", "ground-truth", "both")
+BASELINE_NAMES = {"constant": "Constant", "matching": "Dictionary matching", "matching-box3": "Matching, box 3×3",
+                  "matching-box5": "Matching, box 5×5", "matching-median5": "Matching, median 5×5"}
 _METRIC_NAMES = {"nrmse": "NRMSE", "psnr": "PSNR (dB)", "ssim": "SSIM", "r2_determination": "R²",
                  "r2_regression": "r² (regression)"}
 _HIGHER_BETTER = {"nrmse": False, "psnr": True, "ssim": True, "r2_determination": True, "r2_regression": True}
@@ -48,18 +61,49 @@ _HIGHER_BETTER = {"nrmse": False, "psnr": True, "ssim": True, "r2_determination"
 
 @dataclass
 class CompareResult:
-    """``runs``: the trained networks; ``evaluations``: (trained_on, method, against) →
-    :class:`~mrfrecon.evaluation.EvaluationResult` (method ``"matching"`` has trained_on
-    ``"-"``); ``tables``: against → the Markdown of Table 1; ``report``: path of report.md."""
+    """``runs``: the trained networks; ``evaluations``: (trained_on, method, seed, against) →
+    :class:`~mrfrecon.evaluation.EvaluationResult` (baselines have seed −1; those made from the
+    reference maps have trained_on ``"-"``); ``tables``: table stem → its Markdown;
+    ``report``: path of report.md."""
 
     out: Path
     cohort: CohortIndex
     runs: list[RunInfo]
-    evaluations: dict[tuple[str, str, str], EvaluationResult]
+    evaluations: dict[tuple[str, str, int, str], EvaluationResult]
     tables: dict[str, str]
     report: Path
     figures: list[Path] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """What the comparison trains: the preset (cohort and training scheme), the target maps,
+    the networks, the training seeds, overrides of the preset's epoch cap, width, patch and
+    patience, and ``jobs`` training processes at once."""
+
+    preset: str = "demo"
+    targets: tuple[str, ...] = ("reference",)
+    models: tuple[str, ...] = MODEL_ORDER
+    seeds: tuple[int, ...] = (0,)
+    epochs: int | None = None
+    width: float | None = None
+    patch: int | None = None
+    patience: int | None = None
+    jobs: int = 1
+
+
+def run_specs(settings: CompareSettings, out: str | os.PathLike[str]) -> list[RunSpec]:
+    """One run per target × network × seed, in ``out/runs/<target>/<model>/seed-<s>``."""
+    return [RunSpec(f"{m} [{t}] s{s}", m, t, s, Path(out) / "runs" / t / m / f"seed-{s}")
+            for t in settings.targets for m in settings.models for s in settings.seeds]
+
+
+def train_stage(settings: CompareSettings, index: CohortIndex, out: str | os.PathLike[str], *, log: Log = print,
+                progress: Callable[[int, str], Any] | None = None) -> list[RunInfo]:
+    """Train (or reuse or resume) every run of the comparison (:func:`run_specs`)."""
+    return train_runs(run_specs(settings, out), index, preset=settings.preset, jobs=settings.jobs, epochs=settings.epochs,
+                      width=settings.width, patch=settings.patch, patience=settings.patience, log=log, progress=progress)
 
 
 def _targets(target: str) -> list[str]:
@@ -68,46 +112,96 @@ def _targets(target: str) -> list[str]:
     return ["reference", "ground-truth"] if target == "both" else [target]
 
 
-def _column(trained_on: str, method: str, both: bool) -> str:
-    name = METHOD_NAMES.get(method, method)
-    if method == "matching" or not both:
-        return name
-    return f"{name} [{'ref' if trained_on == 'reference' else 'GT'}]"
+@dataclass(frozen=True)
+class TableSpec:
+    """One Table 1: networks trained on ``trained_on`` evaluated ``against`` the reference or the
+    ground truth, with the baselines that apply."""
+
+    trained_on: str
+    against: str
+
+    @property
+    def stem(self) -> str:
+        if self.trained_on == self.against:
+            return f"table1_against_{self.against}"
+        return f"table1_trained_on_{self.trained_on}_against_{self.against}"
+
+    @property
+    def title(self) -> str:
+        what = {"reference": "the dictionary-matching reference maps", "ground-truth": "the simulation's ground truth"}
+        return f"networks trained on the {self.trained_on} maps, evaluated against {what[self.against]}"
+
+    def baselines(self) -> list[tuple[str, str]]:
+        """(trained_on, method) of the baselines in this table: the constant of the training
+        target, matching (not against the reference: it is the reference), smoothed matching."""
+        out = [(self.trained_on, "constant")]
+        if self.against != "reference":
+            out.append(("-", "matching"))
+        return out + [("-", m) for m in SMOOTHERS]
 
 
-def _value(ev: EvaluationResult, m: str, metric: str) -> tuple[float, float]:
+def _per_subject(evals: Sequence[EvaluationResult], m: str, metric: str) -> np.ndarray:
+    """(seeds, subjects) values of a metric; subjects in the order of the first evaluation."""
+    names = list(evals[0].per_scan)
+    return np.array([[ev.per_scan[n][m][metric] for n in names] for ev in evals], dtype=np.float64)
+
+
+def _cell_stats(evals: Sequence[EvaluationResult], m: str, metric: str) -> dict[str, float]:
+    """Mean over test subjects per seed, then mean and SD (population, ddof 0) over seeds; the SD
+    over subjects of the seed-averaged values. R² metrics: pooled ROI means per seed."""
     if metric in METRICS:
-        s = ev.summary[m][metric]
-        return s.mean, s.sd
-    return ev.r2[m][metric], float("nan")
+        v = _per_subject(evals, m, metric)
+        with np.errstate(invalid="ignore"):
+            per_seed = np.nanmean(np.where(np.isinf(v), np.nan, v), axis=1) if metric == "psnr" else np.nanmean(v, axis=1)
+            subj = np.nanmean(v, axis=0)
+        return {"mean": float(np.mean(per_seed)), "sd_seeds": float(np.std(per_seed)) if len(per_seed) > 1 else math.nan,
+                "sd_subjects": float(np.nanstd(subj)), "n_seeds": len(evals), "n_subjects": v.shape[1]}
+    r = np.array([ev.r2[m][metric] for ev in evals], dtype=np.float64)
+    return {"mean": float(np.mean(r)), "sd_seeds": float(np.std(r)) if len(r) > 1 else math.nan, "sd_subjects": math.nan,
+            "n_seeds": len(evals), "n_subjects": len(evals[0].per_scan)}
 
 
-def _table1(evaluations: dict[tuple[str, str, str], EvaluationResult], against: str, both: bool
+def _table1(groups: Mapping[str, Sequence[EvaluationResult]], tests: Mapping[str, dict[str, PairedTest]]
             ) -> tuple[list[dict[str, str]], list[str], list[dict[str, Any]], list[str]]:
-    """Table 1 for one ``against``: rows metric × map, a column per method; the best network of
-    each row in bold (matching is not ranked). Returns (md rows, md columns, csv rows, csv columns)."""
-    keys = [k for k in evaluations if k[2] == against]
-    cols = [_column(t, m, both) for t, m, _ in keys]
+    """Table 1: rows metric × map, a column per method (networks, then baselines). Cells: mean
+    over test subjects (and over seeds) ± SD over seeds (networks with several seeds); the best
+    of each row in bold; in NRMSE rows, ``≈`` marks a method whose per-subject NRMSE is not
+    significantly different from the best's (Wilcoxon, Bonferroni, ``tests``)."""
+    cols = list(groups)
     rows, crows = [], []
     for metric in (*METRICS, "r2_determination", "r2_regression"):
         for m in MAPS:
-            vals = {c: _value(evaluations[k], m, metric) for c, k in zip(cols, keys, strict=True)}
-            nets = [c for c, k in zip(cols, keys, strict=True) if k[1] != "matching" and np.isfinite(vals[c][0])]
-            best = None
-            if nets:
-                best = (max if _HIGHER_BETTER[metric] else min)(nets, key=lambda c: vals[c][0])
+            st = {c: _cell_stats(groups[c], m, metric) for c in cols}
+            fin = [c for c in cols if np.isfinite(st[c]["mean"])]
+            best = (max if _HIGHER_BETTER[metric] else min)(fin, key=lambda c: st[c]["mean"]) if fin else None
             row = {"metric": _METRIC_NAMES[metric], "map": map_label(m, unit=False)}
             crow: dict[str, Any] = {"metric": metric, "map": m}
             for c in cols:
-                mean, sd = vals[c]
-                cell = fmt(mean) + (f" ± {fmt(sd, 2)}" if metric in METRICS else "")
-                row[c] = f"**{cell}**" if c == best else cell
-                crow[f"{c} mean"] = f"{mean:.6g}"
-                crow[f"{c} sd"] = f"{sd:.6g}" if metric in METRICS else ""
+                x = st[c]
+                cell = fmt(x["mean"]) + (f" ± {fmt(x['sd_seeds'], 2)}" if np.isfinite(x["sd_seeds"]) else "")
+                t = tests.get(m, {}).get(c) if metric == "nrmse" else None
+                if c == best:
+                    cell = f"**{cell}**"
+                elif t is not None and not t.significant and np.isfinite(t.p_corrected):
+                    cell = f"≈ {cell}"
+                row[c] = cell
+                crow.update({f"{c} mean": f"{x['mean']:.6g}", f"{c} sd over seeds": f"{x['sd_seeds']:.6g}",
+                             f"{c} sd over subjects": f"{x['sd_subjects']:.6g}", f"{c} seeds": x["n_seeds"]})
             rows.append(row)
             crows.append(crow)
-    ccols = ["metric", "map"] + [f"{c} {s}" for c in cols for s in ("mean", "sd")]
+    ccols = ["metric", "map"] + [f"{c} {s}" for c in cols for s in ("mean", "sd over seeds", "sd over subjects", "seeds")]
     return rows, ["metric", "map", *cols], crows, ccols
+
+
+def _wilcoxon(groups: Mapping[str, Sequence[EvaluationResult]]) -> dict[str, dict[str, PairedTest]]:
+    """Per map: every method's per-subject NRMSE (networks: averaged over seeds) against the best
+    method's (lowest median), two-sided paired Wilcoxon signed-rank, Bonferroni over the
+    comparisons (:func:`mrfrecon.experiments.stats.compare_to_best`)."""
+    out: dict[str, dict[str, PairedTest]] = {}
+    for m in MAPS:
+        samples = {c: np.nanmean(_per_subject(evs, m, "nrmse"), axis=0) for c, evs in groups.items()}
+        out[m] = {t.label: t for t in compare_to_best(samples, lower_is_better=True)}
+    return out
 
 
 def plot_figure2(path: str | os.PathLike[str], target_maps: dict[str, np.ndarray], target_name: str,
@@ -180,6 +274,63 @@ def plot_figure2(path: str | os.PathLike[str], target_maps: dict[str, np.ndarray
     return save_figure(fig, path, dpi=80)
 
 
+def predict_stage(runs: Sequence[RunInfo], test_paths: Sequence[Path], bar: Callable[[int, str], Any] = no_bar
+                  ) -> tuple[dict[str, dict[str, dict[str, np.ndarray]]], dict[str, Any]]:
+    """Every run's maps of every test scan: run name → scan stem → map → (slices, y, x) in
+    physical units; each scan is loaded and normalized once for all networks. Also returns the
+    data of Figure 2 (the middle slice of the first test scan)."""
+    import torch
+
+    from ..checkpoint import load_checkpoint
+    from ..data import normalize_series
+    from ..inference import check_compatible
+    from ..runtime import default_device
+
+    dev = default_device()
+    cks = {r.name: load_checkpoint(r.checkpoint) for r in runs if r.ok}
+    nets = {k: ck.build_model(dev) for k, ck in cks.items()}
+    preds: dict[str, dict[str, dict[str, np.ndarray]]] = {k: {} for k in cks}
+    fig: dict[str, Any] = {}
+    with bar(len(test_paths), "predicting the test scans") as cb, torch.inference_mode():
+        for i, p in enumerate(test_paths):
+            scan = load_scan(p)
+            for ck in cks.values():
+                check_compatible(ck, scan, str(p))
+            missing_ref = [m for m in MAPS if m not in scan.reference]
+            if missing_ref:
+                raise MrfreconError(f"{p}: no reference map(s) {', '.join(missing_ref)} (simulate with references)")
+            series, _ = normalize_series(scan.series)
+            scan.series = series[:0]  # drop the raw series (memory at paper scale)
+            for k, ck in cks.items():
+                preds[k][p.stem] = predict_normalized(ck, nets[k], series, scan.foreground, dev)
+            del series
+            if i == 0:
+                z = scan.foreground.shape[0] // 2
+                fig = {"name": p.stem, "z": z, "fg": scan.foreground[z].copy(), "attrs": scan.attrs,
+                       "reference": {m: scan.reference[m][z].copy() for m in MAPS},
+                       "ground-truth": {m: scan.maps[m][z].copy() for m in MAPS if m in scan.maps},
+                       "pred": {k: {m: v[p.stem][m][z].copy() for m in MAPS} for k, v in preds.items()},
+                       "scan": scan}
+            cb(i + 1)
+    return preds, fig
+
+
+def baseline_stage(index: CohortIndex, targets: Sequence[str], test_paths: Sequence[Path]
+                   ) -> tuple[dict[tuple[str, str], dict[str, dict[str, np.ndarray]]], dict[str, dict[str, float]]]:
+    """The baselines' maps of every test scan: (trained_on, baseline) → scan stem → maps; the
+    constant per training target (its values returned too), the others (trained_on ``"-"``)
+    from the reference maps."""
+    consts = {t: constant_values(index.paths("train"), against=t) for t in targets}
+    out: dict[tuple[str, str], dict[str, dict[str, np.ndarray]]] = {}
+    for p in test_paths:
+        scan = load_scan(p, series=False)
+        for t in targets:
+            out.setdefault((t, "constant"), {})[p.stem] = baseline_maps("constant", scan, consts[t])
+        for b in ("matching", *SMOOTHERS):
+            out.setdefault(("-", b), {})[p.stem] = baseline_maps(b, scan)
+    return out, consts
+
+
 def run_compare(
     out: str | os.PathLike[str],
     *,
@@ -187,12 +338,15 @@ def run_compare(
     cohort: str | os.PathLike[str] | None = None,
     target: str = "reference",
     seed: int = 0,
+    seeds: int | None = None,
     epochs: int | None = None,
     subjects: int | None = None,
     width: float | None = None,
     patch: int | None = None,
+    patience: int | None = None,
     models: Sequence[str] = MODEL_ORDER,
     workers: int = 1,
+    jobs: int = 1,
     log: Log = print,
     show_progress: bool | None = None,
     progress: Callable[[int, str], Any] | None = None,
@@ -202,17 +356,15 @@ def run_compare(
     """Run the comparison into the result folder ``out`` (see the module docstring).
 
     ``cohort``: a cohort folder, else the preset's cohort is simulated into ``out/cohort``
-    (``subjects``, ``seed``, ``workers`` apply to the simulation). ``epochs``, ``width``,
-    ``patch`` override the preset's training settings. ``progress(total, description)``: a
-    context manager yielding ``update(done)`` (e.g. :func:`mrfrecon.cli.progress`), for the
-    simulation and the prediction loop. ``extra_sections``: Markdown appended to the report.
+    (``subjects``, ``seed``, ``workers`` apply to the simulation). ``seeds``: training seeds per
+    network (``seed``, ``seed + 1``, …; default the preset's ``seeds``, else 1). ``epochs``
+    (the cap), ``width``, ``patch``, ``patience`` override the preset's training settings;
+    ``jobs`` trainings run at once (processes of one torch thread each). ``progress(total,
+    description)``: a context manager yielding ``update(done)`` (e.g. the CLI's progress bar),
+    for the simulation, the trainings and the prediction loop. ``extra_sections``: Markdown
+    appended to the report.
     """
-    import torch
-
-    from ..checkpoint import load_checkpoint
-    from ..data import normalize_series
-    from ..inference import check_compatible
-    from ..runtime import default_device
+    from ..presets import load_preset
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -220,6 +372,13 @@ def run_compare(
     unknown = [m for m in models if m not in MODEL_ORDER]
     if unknown or not models:
         raise MrfreconError(f"models: expected some of {', '.join(MODEL_ORDER)}, got {list(models)}")
+    n_seeds = int(seeds if seeds is not None else load_preset(preset)["training"].get("seeds", 1))
+    if n_seeds < 1:
+        raise MrfreconError(f"seeds: expected >= 1, got {n_seeds}")
+    if jobs < 1:
+        raise MrfreconError(f"jobs: expected >= 1, got {jobs}")
+    settings = CompareSettings(preset, tuple(targets), tuple(models), tuple(range(seed, seed + n_seeds)), epochs, width,
+                               patch, patience, jobs)
     sw = Stopwatch()
     bar = progress if progress is not None else no_bar
 
@@ -229,130 +388,143 @@ def run_compare(
     test_paths = index.paths("test")
     log(f"cohort {index.root}: train/val/test {len(index.split['train'])}/{len(index.split['val'])}/{len(test_paths)} scans")
 
-    runs: list[RunInfo] = []
-    for t in targets:
-        with sw(f"training (target {t})"):
-            for m in models:
-                runs.append(train_or_reuse(f"{m} [{t}]", m, index, out / "runs" / t / m, preset=preset, target=t, seed=seed,
-                                           epochs=epochs, width=width, patch=patch, log=log, show_progress=show_progress))
+    with sw("training"):
+        runs = train_stage(settings, index, out, log=log, progress=progress)
+    failed = [r for r in runs if not r.ok]
+    if len(failed) == len(runs):
+        raise MrfreconError(f"{out}: every training run diverged; see the runs' train.log")
+    with sw("prediction (test split)"):
+        preds, fig_scan = predict_stage(runs, test_paths, bar)
+    with sw("baselines"):
+        base, consts = baseline_stage(index, targets, test_paths)
+    has_truth = all(m in fig_scan["scan"].maps for m in MAPS)
 
-    # ---- predictions: each test scan loaded and normalized once, then every network
-    dev = default_device()
-    cks = {(r.target, r.model): load_checkpoint(r.checkpoint) for r in runs}
-    nets = {k: ck.build_model(dev) for k, ck in cks.items()}
-    preds: dict[tuple[str, str], dict[str, dict[str, np.ndarray]]] = {k: {} for k in cks}
-    matching: dict[str, dict[str, np.ndarray]] = {}
-    has_truth = True
-    fig_scan: dict[str, Any] = {}
-    with sw("prediction (test split)"), bar(len(test_paths), "predicting the test scans") as cb, torch.inference_mode():
-        for i, p in enumerate(test_paths):
-            scan = load_scan(p)
-            for ck in cks.values():
-                check_compatible(ck, scan, str(p))
-            series, _ = normalize_series(scan.series)
-            scan.series = series[:0]  # drop the raw series (memory at paper scale)
-            for k, ck in cks.items():
-                preds[k][p.stem] = predict_normalized(ck, nets[k], series, scan.foreground, dev)
-            del series
-            missing_ref = [m for m in MAPS if m not in scan.reference]
-            if missing_ref:
-                raise MrfreconError(f"{p}: no reference map(s) {', '.join(missing_ref)} (simulate with references)")
-            matching[p.stem] = {m: np.asarray(scan.reference[m], np.float32) for m in MAPS}
-            has_truth = has_truth and all(m in scan.maps for m in MAPS)
-            if i == 0:  # Figure 2: the middle slice of the first test scan
-                z = scan.foreground.shape[0] // 2
-                fig_scan = {"name": p.stem, "z": z, "fg": scan.foreground[z].copy(), "attrs": scan.attrs,
-                            "reference": {m: scan.reference[m][z].copy() for m in MAPS},
-                            "ground-truth": {m: scan.maps[m][z].copy() for m in MAPS if m in scan.maps},
-                            "pred": {k: {m: v[p.stem][m][z].copy() for m in MAPS} for k, v in preds.items()}}
-            cb(i + 1)
-    del nets
-
-    # ---- evaluation
+    # ---- evaluation: (trained_on, method, seed, against); baselines have seed -1
     against_list = ["reference"] + (["ground-truth"] if has_truth else [])
-    evaluations: dict[tuple[str, str, str], EvaluationResult] = {}
+    evaluations: dict[tuple[str, str, int, str], EvaluationResult] = {}
     with sw("evaluation"):
         for a in against_list:
-            for (t, m), pr in preds.items():
-                evaluations[(t, m, a)] = evaluate(pr, test_paths, against=a, maps=MAPS, roi_filter=is_muscle)
-            if a == "ground-truth":
-                evaluations[("-", "matching", a)] = evaluate(matching, test_paths, against=a, maps=MAPS, roi_filter=is_muscle)
+            for r in runs:
+                if r.ok:
+                    evaluations[(r.target, r.model, r.seed, a)] = evaluate(preds[r.name], test_paths, against=a, maps=MAPS,
+                                                                           roi_filter=is_muscle)
+            for (t, b), pr in base.items():
+                if not (b == "matching" and a == "reference"):
+                    evaluations[(t, b, -1, a)] = evaluate(pr, test_paths, against=a, maps=MAPS, roi_filter=is_muscle)
 
-    # ---- tables, figures, report
-    both = len(targets) > 1
+    # ---- tables: per (trained_on, against): networks (over seeds), then the baselines
+    specs = [TableSpec(t, t) for t in targets if t in against_list]
+    if "reference" in targets and has_truth:
+        specs.append(TableSpec("reference", "ground-truth"))
     rep = Report(out, title)
     n_tr, n_va, n_te = (len(index.split[s]) for s in ("train", "val", "test"))
     rep.text(f"## Data\n\nCohort `{index.root}` ({index.attrs.get('preset', 'user')} preset"
              f"{', seed ' + str(index.attrs['seed']) if 'seed' in index.attrs else ''}): {n_tr}/{n_va}/{n_te} "
-             f"training/validation/test scans (paper: 55/20/20). Test scans: {', '.join(p.stem for p in test_paths)}. "
+             f"training/validation/test subjects (paper: 55/20/20). Test scans: {', '.join(p.stem for p in test_paths)}. "
              "Metrics per scan over its 3-D volume (NRMSE and PSNR masked: T1H2O foreground ∧ FF < 0.65, FF and B1 "
-             "the foreground; SSIM on whole background-zeroed slices), mean ± SD (population) over test scans; R² of "
-             "ROI means in the major muscles (labels `left_*`/`right_*`) pooled over test scans — R² the coefficient "
-             "of determination (as the paper), r² that of a linear regression. Best network per row in **bold**."
-             + (" Networks trained on reference maps are marked [ref], on ground truth [GT]." if both else ""))
+             "the foreground; SSIM on whole background-zeroed slices); a cell is the mean over the test subjects, "
+             f"averaged over the {n_seeds} training seed(s) of a network ± the SD over seeds (population). R² of "
+             "ROI means in the major muscles (labels `left_*`/`right_*`) pooled over the test subjects — R² the "
+             "coefficient of determination (as the paper), r² that of a linear regression. Best of each row in "
+             "**bold** (networks and baselines alike); in NRMSE rows `≈` marks a method not significantly different "
+             "from the best (paired two-sided Wilcoxon signed-rank over the test subjects, per-subject NRMSE averaged "
+             "over seeds, Bonferroni over the row's comparisons, α = 0.05).\n\n"
+             "Baselines: *constant* = the training split's mean of each target map everywhere in the foreground; "
+             "*matching* = the dictionary-matching reference maps; *box 3×3*, *box 5×5* = the reference maps averaged "
+             "inside the foreground; *median 5×5* = their median inside the foreground (edge-aware). Training-split "
+             "means of the constant: " + "; ".join(f"{t}: " + ", ".join(f"{map_label(m)} {v:.4g}" for m, v in c.items())
+                                                    for t, c in consts.items()) + ".")
+    if failed:
+        rep.text("**Diverged runs (left out of every table):** " + "; ".join(f"{r.name}: {r.message}" for r in failed))
     tables: dict[str, str] = {}
-    for a in against_list:
-        rows, cols, crows, ccols = _table1(evaluations, a, both)
-        what = ("the dictionary-matching reference maps (as the paper)" if a == "reference" else
-                "the simulation's ground truth (dictionary matching included as a method)")
-        rep.text(f"## Table 1 — against {what}")
-        c, mpath = rep.table(f"table1_against_{a}", rows, cols, csv_rows=crows, csv_columns=ccols)
-        tables[a] = mpath.read_text()
+    wil_rows = []
+    for spec in specs:
+        groups: dict[str, list[EvaluationResult]] = {}
+        for m in models:
+            evs = [evaluations[k] for k in sorted(evaluations) if k[0] == spec.trained_on and k[1] == m and k[3] == spec.against]
+            if evs:
+                groups[METHOD_NAMES[m]] = evs
+        for t, b in spec.baselines():
+            if (t, b, -1, spec.against) in evaluations:
+                groups[BASELINE_NAMES[b]] = [evaluations[(t, b, -1, spec.against)]]
+        tests = _wilcoxon(groups)
+        rows, cols, crows, ccols = _table1(groups, tests)
+        rep.text(f"## Table 1 — {spec.title}")
+        _, mpath = rep.table(spec.stem, rows, cols, csv_rows=crows, csv_columns=ccols)
+        tables[spec.stem] = mpath.read_text()
+        for m, tt in tests.items():
+            for t in tt.values():
+                wil_rows.append({"table": spec.stem, "map": m, "method": t.label, "median NRMSE": fmt(t.median),
+                                 "n": t.n, "best": "yes" if t.best else "", "W": fmt(t.statistic), "p": fmt(t.p, 3),
+                                 "p (Bonferroni)": fmt(t.p_corrected, 3), "significant": "yes" if t.significant else "no",
+                                 "note": t.note})
+    rep.text(f"## Paired tests (NRMSE per test subject against the best method; the smallest p the exact test can give "
+             f"with {n_te} subjects is {min_wilcoxon_p(n_te):.2g})")
+    rep.table("wilcoxon", wil_rows, list(wil_rows[0]) if wil_rows else ["table"])
+
     # long-form summary and per-scan metrics
     srows, prows = [], []
-    for (t, m, a), ev in evaluations.items():
+    for (t, m, sd, a), ev in evaluations.items():
         for mp in MAPS:
             for metric in (*METRICS, "r2_determination", "r2_regression"):
-                mean, sd = _value(ev, mp, metric)
-                srows.append({"trained_on": t, "method": m, "against": a, "map": mp, "metric": metric, "mean": f"{mean:.6g}",
-                              "sd": f"{sd:.6g}" if metric in METRICS else "",
-                              "n": ev.summary[mp][metric].n if metric in METRICS else int(ev.r2[mp]["n_rois"])})
+                if metric in METRICS:
+                    x = ev.summary[mp][metric]
+                    mean, sdv, n = x.mean, x.sd, x.n
+                else:
+                    mean, sdv, n = ev.r2[mp][metric], math.nan, int(ev.r2[mp]["n_rois"])
+                srows.append({"trained_on": t, "method": m, "seed": "" if sd < 0 else sd, "against": a, "map": mp,
+                              "metric": metric, "mean": f"{mean:.6g}", "sd_subjects": f"{sdv:.6g}", "n": n})
             for scan_name, per in ev.per_scan.items():
-                prows.append({"trained_on": t, "method": m, "against": a, "scan": scan_name, "map": mp,
-                              **{k: f"{per[mp][k]:.6g}" for k in METRICS}})
-    fsum = write_csv(out / "summary.csv", srows, ["trained_on", "method", "against", "map", "metric", "mean", "sd", "n"])
-    fper = write_csv(out / "per_scan.csv", prows, ["trained_on", "method", "against", "scan", "map", *METRICS])
+                prows.append({"trained_on": t, "method": m, "seed": "" if sd < 0 else sd, "against": a, "scan": scan_name,
+                              "map": mp, **{k: f"{per[mp][k]:.6g}" for k in METRICS}})
+    fsum = write_csv(out / "summary.csv", srows, ["trained_on", "method", "seed", "against", "map", "metric", "mean",
+                                                  "sd_subjects", "n"])
+    fper = write_csv(out / "per_scan.csv", prows, ["trained_on", "method", "seed", "against", "scan", "map", *METRICS])
     rep.text("All numbers, long form:")
-    rep.link(fsum, "mean ± SD and R² of every method, target and map")
+    rep.link(fsum, "every method, seed, target and map: mean and SD over test subjects, R²")
     rep.link(fper, "per-scan NRMSE, PSNR, SSIM")
     rep.text("")
 
     figures: list[Path] = []
+    first = {(r.target, r.model): r.name for r in reversed(runs) if r.ok}  # the lowest seed of each network
     with sw("figures"):
         for t in targets:
             tgt_name = "Reference" if t == "reference" else "Ground truth"
             tgt = fig_scan["reference"] if t == "reference" else fig_scan["ground-truth"]
             if len(tgt) < len(MAPS):
                 continue
-            methods = {m: fig_scan["pred"][(t, m)] for m in models}
+            methods = {m: fig_scan["pred"][first[(t, m)]] for m in models if (t, m) in first}
             if t == "ground-truth":
                 methods["matching"] = fig_scan["reference"]
-            ff = tgt["ff"]
             a = fig_scan["attrs"]
             f = plot_figure2(out / f"figure2_trained_on_{t}.png", tgt, tgt_name, methods, fig_scan["fg"],
-                             fig_scan["fg"] & (ff < 0.65),
+                             fig_scan["fg"] & (tgt["ff"] < 0.65),
                              title=f"test scan {fig_scan['name']} ({a.get('region', '')}, {a.get('condition', '')}), "
-                                   f"slice {fig_scan['z']}; networks trained on the {t} maps")
+                                   f"slice {fig_scan['z']}; networks trained on the {t} maps (seed {seed})")
             figures.append(f)
             rep.text(f"## Figure 2 — networks trained on the {t} maps")
             rep.figure(f, f"T1H2O, FF and B1 of test scan {fig_scan['name']}, slice {fig_scan['z']}: {tgt_name.lower()} "
-                          f"(first column), each method's reconstruction, and the error ({tgt_name.lower()} − "
-                          "reconstruction); T1H2O errors shown where FF < 0.65.")
+                          f"(first column), each method's reconstruction (training seed {seed}), and the error "
+                          f"({tgt_name.lower()} − reconstruction); T1H2O errors shown where FF < 0.65.")
 
-    trows = [{"run": r.name, "method": METHOD_NAMES[r.model], "trained on": r.target, "parameters": f"{r.parameters:,}",
-              "status": r.status, "training s": f"{r.seconds:.0f}", "best epoch": r.best_epoch,
-              "val NRMSE": fmt(r.val_nrmse), "checkpoint": rep.rel(r.checkpoint)} for r in runs]
+    trows = [{"run": r.name, "method": METHOD_NAMES[r.model], "trained on": r.target, "seed": r.seed,
+              "parameters": f"{r.parameters:,}", "status": r.status, "epochs trained": r.epochs_done,
+              "best epoch": r.best_epoch, "training s (all sessions)": f"{r.seconds_total:.0f}",
+              "val NRMSE": fmt(r.val_nrmse), "checkpoint": rep.rel(r.checkpoint) if r.ok else "-"} for r in runs]
     rep.text("## Training runs\n\nEach network kept at its best validation NRMSE (mean over maps and validation "
-             "scans); `reused` runs were found in this folder with the same settings and not trained again.")
+             "scans); training stops after the preset's patience without a new best (or at the epoch cap); `reused` "
+             "runs were found in this folder with the same settings and not trained again.")
     rep.table("training", trows, list(trows[0]))
-    for s in extra_sections:
-        rep.text(s)
-    settings = {"preset": preset, "target": target, "models": list(models), "cohort": str(index.root),
-                **{k: v for k, v in runs[0].settings.items() if k not in ("model", "target", "model_options")},
-                "test scans": len(test_paths), "ROIs for R²": "major muscles (left_*/right_*)"}
-    seeds = {"training (model init, patch order)": seed,
-             "cohort": index.attrs.get("seed", "given cohort"), "per-subject simulation": "cohort seed → sub-<i> (cohort.json)"}
-    report = rep.write(settings=settings, seeds=seeds, stopwatch=sw)
+    for s_ in extra_sections:
+        rep.text(s_)
+    rs = next(r for r in runs if r.ok).settings
+    settings_d = {"preset": preset, "target": target, "models": list(models), "cohort": str(index.root),
+                  "seeds per network": n_seeds, "training jobs": jobs,
+                  **{k: v for k, v in rs.items() if k not in ("model", "target", "model_options", "seed")},
+                  "test subjects": len(test_paths), "ROIs for R²": "major muscles (left_*/right_*)"}
+    seeds_d = {"training (model init, patch order)": ", ".join(str(x) for x in settings.seeds),
+               "cohort": index.attrs.get("seed", "given cohort"),
+               "per-subject simulation": "cohort seed → sub-<i> (cohort.json)"}
+    report = rep.write(settings=settings_d, seeds=seeds_d, stopwatch=sw)
     log(f"wrote {report} (peak memory {peak_rss_mb():.0f} MiB)")
     return CompareResult(out, index, runs, evaluations, tables, report, figures, dict(sw.stages, total=sw.total))
-

@@ -40,8 +40,8 @@ from ..errors import MrfreconError
 from ..io.scan import load_scan
 from ..metrics import masks_for
 from ..models import frame_channels, to_channels
-from .common import (Log, Report, RunInfo, Stopwatch, ensure_cohort, fmt, map_label, no_bar, peak_rss_mb,
-                     train_or_reuse, write_csv)
+from .common import Log, Report, Stopwatch, ensure_cohort, fmt, map_label, no_bar, peak_rss_mb, write_csv
+from .runs import RunInfo, train_or_reuse
 
 __all__ = ["OcclusionResult", "OcclusionScan", "frame_importance", "occlude", "plot_figure4", "run_occlusion"]
 

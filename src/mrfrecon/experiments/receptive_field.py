@@ -35,8 +35,9 @@ from ..errors import MrfreconError
 from ..io.cohort import CohortIndex
 from ..io.scan import load_scan
 from ..metrics import masks_for, nrmse
-from .common import (MAPS, Log, Report, RunInfo, Stopwatch, ensure_cohort, fmt, map_label, no_bar, peak_rss_mb,
-                     predict_normalized, train_or_reuse, write_csv)
+from .common import (MAPS, Log, Report, Stopwatch, ensure_cohort, fmt, map_label, no_bar, peak_rss_mb,
+                     predict_normalized, write_csv)
+from .runs import RunInfo, train_or_reuse
 from .stats import PairedTest, compare_to_best, min_wilcoxon_p
 
 __all__ = ["DEFAULT_FIELDS", "RFResult", "parse_fields", "plot_figure3", "run_receptive_field"]

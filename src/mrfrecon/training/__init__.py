@@ -41,7 +41,7 @@ each process's share of the batch. Only rank 0 validates and writes files.
 
 from .data import ScanData, TrainData, load_training_data
 from .environment import autocast_for
-from .loop import BEST, LAST, LOG, train, validation_nrmse
+from .loop import BEST, LAST, LOG, TrainingDiverged, train, validation_nrmse
 
-__all__ = ["BEST", "LAST", "LOG", "ScanData", "TrainData", "autocast_for", "load_training_data", "train",
+__all__ = ["BEST", "LAST", "LOG", "ScanData", "TrainData", "TrainingDiverged", "autocast_for", "load_training_data", "train",
            "validation_nrmse"]

@@ -32,7 +32,7 @@ from .data import ScanData, TrainData, load_training_data
 from .environment import Dist, autocast, autocast_for, init_distributed, rng_state, seed_everything, set_rng_state
 from .environment import deterministic as deterministic_mode
 
-__all__ = ["ADAM_BETAS", "BEST", "LAST", "LOG", "train", "validation_nrmse"]
+__all__ = ["ADAM_BETAS", "BEST", "LAST", "LOG", "TrainingDiverged", "train", "validation_nrmse"]
 
 BEST = "checkpoint_best.pt"
 LAST = "checkpoint_last.pt"
@@ -40,6 +40,11 @@ LOG = "log.csv"
 
 # Paper, section 2.2.3 (Kingma & Ba defaults apart from the learning rate, which is also 1e-3).
 ADAM_BETAS = (0.9, 0.999)
+
+class TrainingDiverged(MrfreconError):
+    """The loss or the validation NRMSE became NaN or infinite: the run stops, its last good
+    checkpoints stay as they were (nothing of the diverged epoch is written)."""
+
 
 # Settings that must agree between a run and its resumption (anything else may change).
 _RESUME_KEYS = ("model", "spec", "target", "maps", "seed", "batch_size", "lr", "patch", "half_inputs",
@@ -99,7 +104,7 @@ def _log_csv(rows: list[dict[str, Any]], maps: Sequence[str]) -> str:
 
 def _resolve_config(model: str, preset: str, target: str, maps: Sequence[str], seed: int, epochs: int | None,
                     batch_size: int | None, lr: float | None, width: float | None, patch: int | None,
-                    model_options: dict[str, Any] | None) -> dict[str, Any]:
+                    model_options: dict[str, Any] | None, patience: int | None = None) -> dict[str, Any]:
     p = load_preset(preset)["training"]
     cfg = {
         "model": model, "preset": preset, "target": target, "maps": list(maps), "seed": int(seed),
@@ -109,6 +114,8 @@ def _resolve_config(model: str, preset: str, target: str, maps: Sequence[str], s
         "width": float(p["width"] if width is None else width),
         "patch": int(p["patch"] if patch is None else patch),
         "validate_every": int(p.get("validate_every", 1)),
+        # early stopping: epochs without a new best validation NRMSE before the run stops (0: off)
+        "patience": int(p.get("patience", 0) if patience is None else patience),
         "model_options": dict(model_options or {}),
     }
     if model not in MODELS:
@@ -120,6 +127,8 @@ def _resolve_config(model: str, preset: str, target: str, maps: Sequence[str], s
     for key in ("epochs", "batch_size", "patch", "validate_every"):
         if cfg[key] < 1:
             raise MrfreconError(f"{key}: must be >= 1, got {cfg[key]}")
+    if cfg["patience"] < 0:
+        raise MrfreconError(f"patience: must be >= 0 (0: no early stopping), got {cfg['patience']}")
     if not (cfg["lr"] > 0 and math.isfinite(cfg["lr"])) or not cfg["width"] > 0:
         raise MrfreconError(f"lr and width must be > 0, got lr={cfg['lr']}, width={cfg['width']}")
     return cfg
@@ -140,6 +149,7 @@ def train(
     width: float | None = None,
     patch: int | None = None,
     model_options: dict[str, Any] | None = None,
+    patience: int | None = None,
     resume: bool = False,
     device: str | torch.device | None = None,
     amp: str | bool | None = None,
@@ -170,6 +180,10 @@ def train(
         Slice models (fang2018) always train on whole slices.
     model_options
         Further options of the network (e.g. ``{"receptive_field": 7}``, ``{"activation": "relu"}``).
+    patience
+        Early stopping: the run ends after ``patience`` validated epochs without a new best
+        validation NRMSE (``epochs`` is then the cap); 0 trains all ``epochs``. Default: the
+        preset's ``patience`` (0 where it has none).
     resume
         Continue the run in ``out`` from ``checkpoint_last.pt`` (after its last finished epoch),
         up to ``epochs``; with the same settings the result is identical to an uninterrupted run.
@@ -189,7 +203,8 @@ def train(
         One line per epoch goes to ``log`` (``None``: silent); a rich progress bar on stderr
         (default: when stderr is a terminal).
     """
-    cfg = _resolve_config(model, preset, target, tuple(maps), seed, epochs, batch_size, lr, width, patch, model_options)
+    cfg = _resolve_config(model, preset, target, tuple(maps), seed, epochs, batch_size, lr, width, patch, model_options,
+                          patience)
     cfg["half_inputs"] = bool(half_inputs)
     dst, dev = init_distributed(device)
     # one writer per run folder (rank 0 writes it; other ranks of the same run do not lock)
@@ -226,6 +241,7 @@ class _Run:
     epoch: int = 0  # epochs finished
     best_score: float = math.inf
     best_epoch: int = 0
+    stopped: bool = False  # ended early (patience)
     rows: list[dict[str, Any]] = field(default_factory=list)
     say: Callable[[str], None] = print
     show_progress: bool = False
@@ -310,6 +326,9 @@ def _restore(run: _Run, last: Checkpoint) -> None:
         raise MrfreconError(f"{path}: cannot resume with different settings: "
                             + "; ".join(f"{k} {prev.get(k)!r} → {cfg.get(k)!r}" for k in diff))
     run.epoch = int(last.training["epoch"])
+    if last.training.get("stopped"):
+        raise MrfreconError(f"{path}: the run already stopped early at epoch {run.epoch} (patience "
+                            f"{prev.get('patience')}); nothing to resume")
     if run.epoch >= cfg["epochs"]:
         raise MrfreconError(f"{path}: the run already finished {run.epoch} epoch(s); ask for more with --epochs")
     run.best_score, run.best_epoch = float(last.training["best_score"]), int(last.training["best_epoch"])
@@ -360,7 +379,12 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, float, float]:
             loss_sum += loss.detach().double() * len(x)
             seen += len(x)
             if step % 10 == 0 or seen == total:  # float() waits for the GPU: not every step
-                update(seen, float(loss_sum) / seen, seen / max(time.perf_counter() - t0, 1e-9))
+                running = float(loss_sum) / seen
+                if not math.isfinite(running):  # NaN/inf weights never recover: stop before writing them
+                    raise TrainingDiverged(f"{run.out}: training diverged in epoch {epoch} (loss {running}); its "
+                                           f"checkpoints are those of epoch {run.epoch}. Try a lower learning rate "
+                                           "or another seed")
+                update(seen, running, seen / max(time.perf_counter() - t0, 1e-9))
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0
@@ -384,18 +408,24 @@ def _end_epoch(run: _Run, epoch: int, train_loss: float, seconds: float, rate: f
     if validate:
         v = validation_nrmse(run.net, run.data.val, run.data.map_norm, run.dev, run.amp_dtype)
         score = v["mean"]
+        if not math.isfinite(score):
+            raise TrainingDiverged(f"{run.out}: validation NRMSE is {score} after epoch {epoch} (the network "
+                                   f"predicts NaN); its checkpoints are those of epoch {run.epoch}")
         row.update({f"val_nrmse_{k}": f"{x:.6g}" for k, x in v.items()})
     state = run.net.state_dict()
     # the LOWEST validation NRMSE is kept, as the paper says (the released code's sign bug kept the highest)
     improved = validate and (run.best_epoch == 0 or score < run.best_score)
     if improved:
-        run.best_score, run.best_epoch = (score if math.isfinite(score) else math.inf), epoch
+        run.best_score, run.best_epoch = score, epoch
         save_checkpoint(run.out / BEST, state, run.meta(epoch, score))
+    # early stopping (not in the paper, which trains 100 epochs and keeps the best: at the study's scale
+    # the best epoch comes long before any fixed cap, and the epochs after it only cost time)
+    run.stopped = bool(cfg.get("patience")) and epoch < cfg["epochs"] and epoch - run.best_epoch >= cfg["patience"]
     run.rows.append(row)
     training = {
         "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict() if run.scaler is not None else None,
         "epoch": epoch, "best_score": run.best_score, "best_epoch": run.best_epoch, "log_rows": run.rows,
-        "rng": rng_state(run.order_gen), "config": cfg,
+        "rng": rng_state(run.order_gen), "config": cfg, "stopped": run.stopped,
     }
     save_checkpoint(run.out / LAST, state, run.meta(epoch, score), training)
     atomic_write_text(run.out / LOG, _log_csv(run.rows, run.maps))
@@ -403,6 +433,9 @@ def _end_epoch(run: _Run, epoch: int, train_loss: float, seconds: float, rate: f
             if validate else "not validated")
     run.say(f"epoch {epoch}/{cfg['epochs']}: loss {train_loss:.4g}, {vtxt}{' *best*' if improved else ''}, "
             f"{seconds:.1f} s, {rate:,.0f} patches/s")
+    if run.stopped:
+        run.say(f"early stop: no better validation NRMSE in the {epoch - run.best_epoch} epochs since epoch "
+                f"{run.best_epoch} (patience {cfg['patience']})")
 
 
 def _train(cfg: dict[str, Any], cohort: Path, out: Path, dst: Dist, dev: torch.device, *, resume: bool,
@@ -433,5 +466,10 @@ def _train(cfg: dict[str, Any], cohort: Path, out: Path, dst: Dist, dev: torch.d
             run.epoch = epoch
             if dst.world > 1:
                 dist.barrier()  # the others wait while rank 0 validates and writes
+                flag = torch.tensor([float(run.stopped)], device=dev if dev.type == "cuda" else "cpu")
+                dist.broadcast(flag, 0)  # rank 0 decided; every process stops together
+                run.stopped = bool(flag.item())
+            if run.stopped:
+                break
     run.say(f"best epoch {run.best_epoch} (val NRMSE {run.best_score:.4f}); wrote {out / BEST}, {out / LAST}, {out / LOG}")
     return out / BEST

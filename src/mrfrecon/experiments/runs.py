@@ -1,0 +1,347 @@
+"""Trained runs of the experiments: reuse by settings, several at once, progress with an ETA.
+
+A run is one network trained once (:func:`mrfrecon.training.train`) into its own folder::
+
+    runs/<target>/<model>/seed-<s>/   checkpoint_best.pt, checkpoint_last.pt, log.csv, run.json, train.log
+
+Runs are reused: a folder whose checkpoint was trained with the same settings (model, options,
+target, seed, epoch cap, patience, batch, learning rate, width, patch) on the same cohort split
+is not trained again; an interrupted one is resumed (bit-exact on the CPU); one with other
+settings is replaced (its files are deleted first, with a log line). A run whose loss or
+validation NRMSE became NaN is marked ``diverged`` (file ``diverged.txt``), reported, and kept
+out of the tables; it is not retried with the same settings (CPU training is deterministic).
+
+:func:`train_runs` trains a list of runs with ``jobs`` processes of one torch thread each: on a
+shared 2-core machine single-threaded processes never wait at a barrier for a descheduled
+thread, as torch's threads do with small batches (benchmarks/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..io import CohortIndex, atomic_write_text
+from .common import MAPS, Log
+
+__all__ = ["RunInfo", "RunSpec", "run_settings", "train_or_reuse", "train_runs"]
+
+_SETTING_KEYS = ("model", "target", "maps", "seed", "epochs", "patience", "batch_size", "lr", "width", "patch",
+                 "validate_every", "model_options")
+DIVERGED = "diverged.txt"
+#: Relative training cost per epoch (measured at the study preset, one thread): the order in which
+#: :func:`train_runs` starts runs, longest first, so that the last ones to finish are short.
+_COST = {"proposed": 10.0, "fang2018": 6.0, "balsiger2018": 2.0, "cohen2018": 1.0}
+
+
+def _quiet(_msg: str) -> None:
+    return None
+
+
+def run_settings(model: str, preset: str, *, target: str, seed: int, epochs: int | None = None, width: float | None = None,
+                 patch: int | None = None, batch_size: int | None = None, model_options: Mapping[str, Any] | None = None,
+                 maps: Sequence[str] = MAPS, patience: int | None = None) -> dict[str, Any]:
+    """The training settings of a run as stored in a checkpoint's ``config`` (the preset's
+    values unless overridden), for comparison with an existing run."""
+    from ..presets import load_preset
+
+    p = load_preset(preset)["training"]
+    return {"model": model, "target": target, "maps": list(maps), "seed": int(seed),
+            "epochs": int(p["epochs"] if epochs is None else epochs),
+            "patience": int(p.get("patience", 0) if patience is None else patience),
+            "batch_size": int(p["batch_size"] if batch_size is None else batch_size),
+            "lr": float(p["learning_rate"]), "width": float(p["width"] if width is None else width),
+            "patch": int(p["patch"] if patch is None else patch), "validate_every": int(p.get("validate_every", 1)),
+            "model_options": dict(model_options or {})}
+
+
+def _cohort_identity(index: CohortIndex) -> dict[str, Any]:
+    """What must not change for a run to be reused: the training and validation subjects and
+    how the cohort was made (its attributes: preset, seed, simulation settings)."""
+    return {"train": list(index.split["train"]), "val": list(index.split["val"]), "attrs": index.attrs}
+
+
+@dataclass
+class RunInfo:
+    """A run: where, how (``"trained"``, ``"resumed"``, ``"reused"`` or ``"diverged"``), how
+    long training took now (s; 0 when reused), the epochs it trained (``epochs_done``; fewer
+    than the cap when it stopped early), and the best checkpoint's epoch and validation NRMSE
+    (NaN and 0 for a run that diverged before its first validation)."""
+
+    name: str
+    model: str
+    target: str
+    path: Path
+    checkpoint: Path
+    status: str
+    seconds: float
+    best_epoch: int
+    val_nrmse: float
+    parameters: int
+    settings: dict[str, Any]
+    seed: int = 0
+    epochs_done: int = 0
+    seconds_total: float = 0.0  # all epochs of the run, this session or earlier (from log.csv)
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "diverged"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run to make: a name for logs and tables, the model and its options, the target
+    maps, the seed, and the folder."""
+
+    name: str
+    model: str
+    target: str
+    seed: int
+    run_dir: Path
+    model_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _jsonable(d: Any) -> Any:
+    return json.loads(json.dumps(d))
+
+
+def _log_rows(run_dir: Path) -> list[dict[str, str]]:
+    import csv
+
+    f = run_dir / "log.csv"
+    if not f.is_file():
+        return []
+    try:
+        return list(csv.DictReader(f.read_text().splitlines()))
+    except (OSError, csv.Error):
+        return []
+
+
+def train_or_reuse(
+    name: str,
+    model: str,
+    index: CohortIndex,
+    run_dir: str | os.PathLike[str],
+    *,
+    preset: str,
+    target: str = "reference",
+    seed: int = 0,
+    epochs: int | None = None,
+    width: float | None = None,
+    patch: int | None = None,
+    batch_size: int | None = None,
+    patience: int | None = None,
+    model_options: Mapping[str, Any] | None = None,
+    log: Log = _quiet,
+    show_progress: bool | None = None,
+) -> RunInfo:
+    """Train ``model`` on ``index``'s training split into ``run_dir`` (best model on validation
+    NRMSE, :func:`mrfrecon.training.train`), unless a run with the same settings is there
+    (module docstring). A run that diverges returns status ``"diverged"`` instead of raising."""
+    from ..checkpoint import load_checkpoint
+    from ..models import count_parameters
+    from ..training import BEST, LAST, LOG, TrainingDiverged, train
+
+    run_dir = Path(run_dir)
+    want = run_settings(model, preset, target=target, seed=seed, epochs=epochs, width=width, patch=patch,
+                        batch_size=batch_size, model_options=model_options, patience=patience)
+    ident = _jsonable(_cohort_identity(index))
+    best, last, logf, meta, bad = run_dir / BEST, run_dir / LAST, run_dir / LOG, run_dir / "run.json", run_dir / DIVERGED
+    status = "trained"
+    stored = json.loads(meta.read_text()) if meta.is_file() else {}
+    same = stored.get("cohort") == ident and _jsonable(stored.get("settings")) == _jsonable(want)
+    if bad.is_file() and same:
+        msg = bad.read_text().strip()
+        log(f"{name}: diverged before with these settings ({msg}); not retried")
+        return RunInfo(name, model, target, run_dir, best, "diverged", 0.0, 0, float("nan"), 0, want, seed, 0, 0.0, msg)
+    if best.exists() or last.exists() or bad.exists():
+        why: list[str] = []
+        done_epochs, stopped = None, False
+        if stored.get("cohort") != ident:
+            why.append("cohort split or simulation settings")
+        cfg: dict[str, Any] = {}
+        if best.exists() or last.exists():
+            src = load_checkpoint(last if last.exists() else best)
+            cfg = (src.training or {}).get("config") or src.meta.get("config", {})
+            if src.training is not None:
+                done_epochs = int(src.training["epoch"])
+                stopped = bool(src.training.get("stopped"))
+        cfg.setdefault("patience", 0)
+        diff = [k for k in _SETTING_KEYS if k != "epochs" and _jsonable(cfg.get(k)) != _jsonable(want[k])]
+        why += [f"{k} {cfg.get(k)!r} → {want[k]!r}" for k in diff]
+        if bad.exists():
+            why.append("an earlier run with other settings diverged")
+        if not why and not stopped and done_epochs is not None and done_epochs < want["epochs"]:
+            status = "resumed"
+        elif not why and best.exists() and int(cfg.get("epochs", -1)) == want["epochs"] and \
+                (done_epochs is None or done_epochs == want["epochs"] or stopped):
+            status = "reused"
+        else:
+            if not why:
+                why.append(f"epochs {cfg.get('epochs')!r} → {want['epochs']!r}")
+            log(f"{name}: settings changed ({'; '.join(why)}): training again in {run_dir}")
+            for f in (best, last, logf, meta, bad):
+                f.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    if status != "reused":
+        if status == "resumed":
+            log(f"{name}: resuming the interrupted run in {run_dir}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(meta, json.dumps({"name": name, "settings": want, "cohort": ident, "preset": preset}, indent=1))
+        try:
+            train(model, index.root, run_dir, preset=preset, target=target, seed=seed, epochs=want["epochs"],
+                  batch_size=want["batch_size"], width=want["width"], patch=want["patch"], patience=want["patience"],
+                  model_options=dict(want["model_options"]), resume=status == "resumed", log=log,
+                  show_progress=show_progress)
+        except TrainingDiverged as e:
+            atomic_write_text(bad, str(e) + "\n")
+            log(f"{name}: DIVERGED — {e}")
+            return RunInfo(name, model, target, run_dir, best, "diverged", time.perf_counter() - t0, 0, float("nan"), 0,
+                           want, seed, 0, 0.0, str(e))
+    else:
+        log(f"{name}: reusing {best} (same settings)")
+    seconds = time.perf_counter() - t0 if status != "reused" else 0.0
+    ck = load_checkpoint(best)
+    rows = _log_rows(run_dir)
+    total = sum(float(r.get("seconds") or 0) for r in rows)
+    return RunInfo(name, model, target, run_dir, best, status, seconds, ck.epoch, ck.val_nrmse,
+                   count_parameters(ck.build_model()), want, seed, len(rows), total)
+
+
+# ============================================================================ several runs
+def _worker_init(threads: int) -> None:
+    """A training process: ``threads`` torch threads, and it ends with its parent (Linux)."""
+    import signal
+
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_one(spec: RunSpec, index_root: str, kw: dict[str, Any]) -> RunInfo:
+    index = CohortIndex.load(index_root)
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(spec.run_dir / "train.log", "a", buffering=1) as fh:
+        def log(msg: str) -> None:
+            fh.write(time.strftime("%H:%M:%S ") + msg + "\n")
+
+        return train_or_reuse(spec.name, spec.model, index, spec.run_dir, target=spec.target, seed=spec.seed,
+                              model_options=dict(spec.model_options), log=log, show_progress=False, **kw)
+
+
+def _hms(s: float) -> str:
+    s = max(0, int(round(s)))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def estimate_remaining(specs: Sequence[RunSpec], done: Mapping[str, RunInfo], cap: int, jobs: int) -> float | None:
+    """Seconds until every run of ``specs`` is trained, from the runs' ``log.csv``: per model,
+    the mean seconds per epoch seen so far and the median epochs of its finished runs (the
+    epoch cap while none has finished), divided over ``jobs`` processes. ``None`` while some
+    model has no finished epoch yet."""
+    import statistics
+
+    per_epoch: dict[str, list[float]] = {}
+    epochs_of: dict[str, list[int]] = {}
+    progress: dict[str, int] = {}
+    for s in specs:
+        rows = _log_rows(s.run_dir)
+        progress[s.name] = len(rows)
+        per_epoch.setdefault(s.model, []).extend(float(r["seconds"]) for r in rows if r.get("seconds"))
+        if s.name in done and done[s.name].ok:
+            epochs_of.setdefault(s.model, []).append(len(rows))
+    left = 0.0
+    for s in specs:
+        if s.name in done:
+            continue
+        if not per_epoch.get(s.model):
+            return None
+        expect = statistics.median(epochs_of[s.model]) if epochs_of.get(s.model) else cap
+        left += max(expect - progress[s.name], 1) * statistics.fmean(per_epoch[s.model])
+    return left / max(jobs, 1)
+
+
+def train_runs(
+    specs: Sequence[RunSpec],
+    index: CohortIndex,
+    *,
+    preset: str,
+    jobs: int = 1,
+    threads: int = 1,
+    epochs: int | None = None,
+    width: float | None = None,
+    patch: int | None = None,
+    patience: int | None = None,
+    log: Log = _quiet,
+    progress: Callable[[int, str], Any] | None = None,
+    report_every: float = 300.0,
+) -> list[RunInfo]:
+    """Train (or reuse, or resume) every run of ``specs``; returns their :class:`RunInfo` in
+    the order of ``specs``.
+
+    ``jobs`` processes train at once, each with ``threads`` torch threads (``jobs=1`` trains in
+    this process with its current threads); the runs of the first target start first, and
+    within a target the longest. Each run logs to its
+    folder's ``train.log``; ``log`` gets a line when a run ends and, every ``report_every``
+    seconds, the state of all runs with an ETA. ``progress(total, description)``: a context
+    manager yielding ``update(done)`` (runs finished)."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+
+    from .common import no_bar
+
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"run names must be distinct: {names}")
+    kw = {"preset": preset, "epochs": epochs, "width": width, "patch": patch, "patience": patience}
+    cap = run_settings("cohen2018", preset, target="reference", seed=0, epochs=epochs)["epochs"]
+    # targets in the order given (the first target's table is complete first), longest runs first within one
+    targets = list(dict.fromkeys(s.target for s in specs))
+    order = sorted(specs, key=lambda s: (targets.index(s.target), -_COST.get(s.model, 1.0)))
+    done: dict[str, RunInfo] = {}
+    t0 = time.perf_counter()
+    bar = progress if progress is not None else no_bar
+
+    def finished(info: RunInfo, cb: Callable[[int], None]) -> None:
+        done[info.name] = info
+        eta = estimate_remaining(specs, done, cap, jobs)
+        log(f"[{len(done)}/{len(specs)}] {info.name}: {info.status}"
+            + (f", best epoch {info.best_epoch}/{info.epochs_done} (val NRMSE {info.val_nrmse:.4f}), "
+               f"{info.seconds:.0f} s" if info.ok else f" — {info.message}")
+            + f"; elapsed {_hms(time.perf_counter() - t0)}" + (f", ETA {_hms(eta)}" if eta is not None else ""))
+        cb(len(done))
+
+    with bar(len(specs), f"training {len(specs)} runs ({jobs} at a time)") as cb:
+        if jobs <= 1:
+            for s in order:
+                finished(_run_one(s, str(index.root), kw), cb)
+        else:
+            with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init,
+                                     initargs=(threads,)) as pool:
+                futs = {pool.submit(_run_one, s, str(index.root), kw): s for s in order}
+                pending = set(futs)
+                last_report = time.perf_counter()
+                while pending:
+                    ready, pending = wait(pending, timeout=30, return_when=FIRST_COMPLETED)
+                    for f in ready:
+                        finished(f.result(), cb)
+                    if pending and time.perf_counter() - last_report >= report_every:
+                        last_report = time.perf_counter()
+                        running = [s for s in order if s.name not in done and _log_rows(s.run_dir)]
+                        eta = estimate_remaining(specs, done, cap, jobs)
+                        state = ", ".join(f"{s.name} epoch {len(_log_rows(s.run_dir))}" for s in running[:jobs])
+                        log(f"[{len(done)}/{len(specs)} runs done] running: {state or '-'}; elapsed "
+                            f"{_hms(time.perf_counter() - t0)}" + (f", ETA {_hms(eta)}" if eta is not None else ""))
+    return [done[s.name] for s in specs]
