@@ -8,8 +8,9 @@
    maps by dictionary matching (``OUT/cohort``; reused when already there);
 2. train the four networks briefly (proposed, Cohen 2018, Fang 2018, Balsiger 2018), on the
    reference maps and — with ``target="both"``, the default — also on the ground truth;
-3. evaluate them on the test split against the reference maps and the ground truth, with
-   dictionary matching as a fifth method (:func:`mrfrecon.experiments.compare.run_compare`);
+3. evaluate them on the test split against the reference maps and the ground truth, beside the
+   trivial baselines — the constant, dictionary matching, matching smoothed inside the
+   foreground (:func:`mrfrecon.experiments.compare.run_compare`);
 4. print Table 1 and the path of ``OUT/report.md`` (tables, Figure 2, settings, timings).
 
 The report also has a short section on dictionary matching of random fingerprints (the first
@@ -159,8 +160,8 @@ def run_demo(
                       extra_sections=sections)
     timings.update(res.seconds)
     timings["demo_total_s"] = time.perf_counter() - t_start
-    for a, table in res.tables.items():
-        echo(f"\nTable 1 against the {a} maps (test split, mean ± SD over scans):\n{table.rstrip()}")
+    for stem, table in res.tables.items():
+        echo(f"\nTable 1 — {res.titles[stem]} (test split, mean over subjects):\n{table.rstrip()}")
     echo(f"\ndemo finished in {timings['demo_total_s'] / 60:.1f} min; report: {res.report}")
     timings["result"] = res
     return timings

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import MrfreconError
+from ..presets import PRESETS
 from .common import PROCESSES, SEED, Num, _read_opts, _seq_opts, _sequence, _with, check_out, cli, progress, read_options, set_threads
 
 
@@ -295,7 +296,7 @@ def _read_maps(path: Path) -> dict[str, np.ndarray]:
 
 
 @cli.command("simulate")
-@click.option("--preset", type=click.Choice(["tiny", "demo", "paper"]), default="tiny", show_default=True,
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="tiny", show_default=True,
               help="Cohort size, matrix, slices and SNR (tiny: tests; demo: 2-core CPU; paper: 95 × 5 × 350²).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Cohort folder (or, with --from-maps, the scan .h5 file) to write.")
@@ -395,7 +396,7 @@ def figure_cmd(scan_path: Path, out: Path, slice_index: int | None) -> None:
 # --------------------------------------------------------------------------------- demo
 @cli.command("demo")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("demo-output"), show_default=True)
-@click.option("--preset", type=click.Choice(["tiny", "demo", "paper"]), default="demo", show_default=True,
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="demo", show_default=True,
               help="Cohort and training preset (demo: ≤ 15 min on a 2-core CPU; tiny: about a minute).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the cohort, the training and the matching section.")
 @click.option("--target", type=click.Choice(["reference", "ground-truth", "both"]), default="both", show_default=True,

@@ -18,9 +18,10 @@ from pathlib import Path
 import click
 
 from ..errors import MrfreconError
+from ..presets import PRESETS
 from .common import PROCESSES, SEED, Num, check_out, cli, progress, set_threads
 
-_PRESETS = ["tiny", "demo", "paper"]
+_PRESETS = list(PRESETS)
 
 
 def _common(f):
@@ -48,26 +49,35 @@ def experiment() -> None:
 
 @experiment.command("compare")
 @click.option("--preset", type=click.Choice(_PRESETS), default="demo", show_default=True,
-              help="Cohort size and training settings (tiny: tests; demo: 2-core CPU; paper: one GPU).")
+              help="Cohort size and training settings (tiny: tests; demo: 2-core CPU, minutes; study: 2-core CPU, "
+                   "hours, decides the ranking; paper: one GPU).")
 @_common
+@click.option("--seeds", type=Num(1, 1000, integer=True), default=None,
+              help="Training seeds per network (SEED, SEED+1, ...; default: the preset's).")
+@click.option("--jobs", type=Num(1, 256, integer=True), default=1, show_default=True,
+              help="Trainings at once, each a process with one torch thread (2 on an idle 2-core machine).")
+@click.option("--patience", type=Num(0, 100_000, integer=True), default=None,
+              help="Early stopping: epochs without a better validation NRMSE (0: off; default: the preset's).")
 @click.option("--target", type=click.Choice(["reference", "ground-truth", "both"]), default="reference", show_default=True,
               help="Train on the dictionary-matching maps (the paper), on the ground truth, or both ways side by side.")
 @click.option("--models", default="proposed,cohen2018,fang2018,balsiger2018", show_default=True,
               help="Comma-separated networks to compare.")
 @click.option("--width", type=Num(0.0, 16.0, lo_open=True), default=None, help="Override the preset's channel-width multiplier.")
 @click.option("--patch", type=Num(1, 1024, integer=True), default=None, help="Override the preset's output patch size.")
-def compare_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, target, models, width, patch) -> None:
+def compare_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, seeds, jobs, patience, target, models, width,
+                patch) -> None:
     """Experiment 1 (Table 1, Figure 2): proposed vs Cohen, Fang and Balsiger 2018 on the test split,
     against the reference maps and the ground truth; dictionary matching as a fifth method."""
     from ..experiments.compare import run_compare
 
     check_out(out, kind="dir")
     set_threads(threads)
-    res = run_compare(out, preset=preset, cohort=cohort, target=target, seed=seed, epochs=epochs, subjects=subjects,
-                      width=width, patch=patch, models=[m.strip() for m in models.split(",") if m.strip()],
-                      workers=workers, log=click.echo, progress=progress)
-    for a, table in res.tables.items():
-        click.echo(f"\nagainst the {a} maps:\n{table.rstrip()}")
+    res = run_compare(out, preset=preset, cohort=cohort, target=target, seed=seed, seeds=seeds, epochs=epochs,
+                      subjects=subjects, width=width, patch=patch, patience=patience,
+                      models=[m.strip() for m in models.split(",") if m.strip()], workers=workers, jobs=jobs,
+                      log=click.echo, progress=progress)
+    for stem, table in res.tables.items():
+        click.echo(f"\nTable 1 — {res.titles[stem]} ({stem}):\n{table.rstrip()}")
     click.echo(f"\nreport: {res.report}")
 
 

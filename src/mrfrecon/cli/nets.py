@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from ..errors import MrfreconError
+from ..presets import PRESETS
 from .common import SEED, Num, _read_opts, _with, check_out, cli, progress, read_options
 
 _MODELS = ["proposed", "cohen2018", "fang2018", "balsiger2018"]
@@ -24,11 +25,14 @@ _MODELS = ["proposed", "cohen2018", "fang2018", "balsiger2018"]
               help="Cohort folder with cohort.json (train and val splits are used).")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Run folder: checkpoint_best.pt, checkpoint_last.pt, log.csv.")
-@click.option("--preset", type=click.Choice(["tiny", "demo", "paper"]), default="tiny", show_default=True,
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="tiny", show_default=True,
               help="Epochs, batch size, learning rate, width and patch size.")
 @click.option("--target", type=click.Choice(["reference", "ground-truth"]), default="reference", show_default=True,
               help="Train on the dictionary-matching maps (the paper) or the simulation's ground truth.")
-@click.option("--epochs", type=Num(1, 100_000, integer=True), default=None, help="Override the preset's number of epochs.")
+@click.option("--epochs", type=Num(1, 100_000, integer=True), default=None,
+              help="Override the preset's number of epochs (the cap with --patience).")
+@click.option("--patience", type=Num(0, 100_000, integer=True), default=None,
+              help="Early stopping after this many epochs without a better validation NRMSE (0: off; default: the preset's).")
 @click.option("--batch-size", type=Num(1, 65_536, integer=True), default=None, help="Override the preset's (global) batch size.")
 @click.option("--lr", type=Num(0.0, 10.0, lo_open=True), default=None, help="Override the learning rate (paper: 1e-3).")
 @click.option("--width", type=Num(0.0, 16.0, lo_open=True), default=None, help="Channel-width multiplier (paper networks: 1.0).")
@@ -42,7 +46,7 @@ _MODELS = ["proposed", "cohen2018", "fang2018", "balsiger2018"]
               help="DataLoader worker processes (default: 0 on CPU, half the cores up to 8 on CUDA).")
 @click.option("--half-inputs", is_flag=True,
               help="Hold the normalized series as float16 in memory (half the RAM; paper scale ~32 GB instead of ~64).")
-def train_cmd(model, cohort, out, preset, target, epochs, batch_size, lr, width, patch, receptive_field, seed, resume,
+def train_cmd(model, cohort, out, preset, target, epochs, patience, batch_size, lr, width, patch, receptive_field, seed, resume,
               amp, workers, half_inputs) -> None:
     """Train a network on a cohort; keeps the model with the best validation NRMSE."""
     import sys

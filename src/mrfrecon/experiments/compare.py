@@ -74,6 +74,7 @@ class CompareResult:
     report: Path
     figures: list[Path] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    titles: dict[str, str] = field(default_factory=dict)  # table stem → what it shows
 
 
 @dataclass(frozen=True)
@@ -527,4 +528,5 @@ def run_compare(
                "per-subject simulation": "cohort seed → sub-<i> (cohort.json)"}
     report = rep.write(settings=settings_d, seeds=seeds_d, stopwatch=sw)
     log(f"wrote {report} (peak memory {peak_rss_mb():.0f} MiB)")
-    return CompareResult(out, index, runs, evaluations, tables, report, figures, dict(sw.stages, total=sw.total))
+    return CompareResult(out, index, runs, evaluations, tables, report, figures, dict(sw.stages, total=sw.total),
+                         {sp.stem: sp.title for sp in specs})

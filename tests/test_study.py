@@ -1,0 +1,211 @@
+"""The study's machinery: baselines, early stopping, divergence, aggregation over seeds."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from mrfrecon.errors import MrfreconError
+from mrfrecon.presets import load_preset
+
+
+# ================================================================================ baselines
+def _brute(values: np.ndarray, mask: np.ndarray, size: int, f) -> np.ndarray:
+    """Plain loops over every voxel: ``f`` of the in-mask values of its window."""
+    out = np.zeros(values.shape, np.float64)
+    r = size // 2
+    for z in range(values.shape[0]):
+        for y in range(values.shape[1]):
+            for x in range(values.shape[2]):
+                if not mask[z, y, x]:
+                    continue
+                ys, xs = slice(max(y - r, 0), y + r + 1), slice(max(x - r, 0), x + r + 1)
+                out[z, y, x] = f(values[z, ys, xs][mask[z, ys, xs]])
+    return out
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_box_and_median_inside_the_mask_match_brute_force(size):
+    from mrfrecon.experiments.baselines import box_in_mask, median_in_mask
+
+    rng = np.random.default_rng(1)
+    v = rng.normal(1000.0, 200.0, (2, 13, 11))
+    m = rng.random((2, 13, 11)) < 0.6
+    m[1] = False  # an empty slice stays 0
+    np.testing.assert_allclose(box_in_mask(v, m, size), _brute(v, m, size, np.mean), rtol=2e-6, atol=1e-3)
+    np.testing.assert_allclose(median_in_mask(v, m, size), _brute(v, m, size, np.median), rtol=1e-6)
+    assert not box_in_mask(v, m, size)[~m].any() and not median_in_mask(v, m, size)[~m].any()
+    with pytest.raises(MrfreconError, match="odd"):
+        median_in_mask(v, m, 4)
+
+
+def test_median_keeps_a_step_edge_that_the_box_blurs():
+    from mrfrecon.experiments.baselines import box_in_mask, median_in_mask
+
+    v = np.zeros((1, 9, 9))
+    v[0, :, 5:] = 1.0
+    m = np.ones_like(v, bool)
+    assert np.array_equal(median_in_mask(v, m, 5), v)
+    assert 0 < box_in_mask(v, m, 5)[0, 4, 4] < 1
+
+
+def test_constant_is_the_training_mean_in_each_maps_mask(tmp_path):
+    from mrfrecon.experiments.baselines import baseline_maps, constant_values
+    from mrfrecon.io import Scan, save_scan
+    from mrfrecon.sequence import Sequence
+
+    rng = np.random.default_rng(0)
+    seq = Sequence.mrf_wf()
+    paths, want = [], {"t1h2o": [], "ff": [], "b1": []}
+    for i in range(2):
+        fg = rng.random((1, 8, 8)) < 0.7
+        maps = {"t1h2o": rng.uniform(800, 1600, fg.shape), "ff": rng.uniform(0, 1, fg.shape), "b1": rng.uniform(0.5, 1, fg.shape),
+                "df": np.zeros(fg.shape), "t1fat": np.full(fg.shape, 350.0), "pd": fg.astype(float)}
+        ref = {k: v * 1.01 for k, v in maps.items()}
+        scan = Scan(series=np.zeros((1, seq.frames, 8, 8), np.complex64), foreground=fg, maps=maps, reference=ref,
+                    sequence=seq, attrs={"subject": f"sub-{i}"})
+        p = tmp_path / f"sub-{i}.h5"
+        save_scan(p, scan)
+        paths.append(p)
+        t1mask = fg & (ref["ff"] < 0.65)
+        want["t1h2o"].append(ref["t1h2o"][t1mask])
+        want["ff"].append(ref["ff"][fg])
+        want["b1"].append(ref["b1"][fg])
+    got = constant_values(paths, against="reference")
+    for m in want:
+        assert got[m] == pytest.approx(np.concatenate(want[m]).mean(), rel=1e-6)
+    from mrfrecon.io import load_scan
+
+    s = load_scan(paths[0], series=False)
+    c = baseline_maps("constant", s, got)
+    assert np.all(c["b1"][s.foreground] == np.float32(got["b1"])) and not c["b1"][~s.foreground].any()
+    assert np.array_equal(baseline_maps("matching", s)["ff"][s.foreground], s.reference["ff"][s.foreground].astype(np.float32))
+    with pytest.raises(MrfreconError, match="expected one of"):
+        baseline_maps("blur", s)
+
+
+# ================================================================================ aggregation
+def test_cells_average_subjects_then_seeds_and_tests_pair_subjects():
+    from mrfrecon.evaluation import EvaluationResult
+    from mrfrecon.experiments.compare import _cell_stats, _wilcoxon
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    subjects = [f"sub-{i:03d}" for i in range(12)]
+
+    def ev(values: np.ndarray) -> EvaluationResult:
+        per = {s: {m: {"nrmse": float(v), "psnr": 1.0, "ssim": 1.0} for m in ("t1h2o", "ff", "b1")}
+               for s, v in zip(subjects, values, strict=True)}
+        r2 = {m: {"r2_determination": 0.5, "r2_regression": 0.6, "n_rois": 10.0} for m in ("t1h2o", "ff", "b1")}
+        return EvaluationResult(per, {}, r2, "reference", ("t1h2o", "ff", "b1"))
+
+    net = rng.uniform(0.05, 0.1, (3, 12))  # seeds × subjects
+    base = rng.uniform(0.1, 0.2, 12)
+    st = _cell_stats([ev(v) for v in net], "ff", "nrmse")
+    assert st["mean"] == pytest.approx(net.mean(1).mean()) and st["sd_seeds"] == pytest.approx(net.mean(1).std())
+    assert st["sd_subjects"] == pytest.approx(net.mean(0).std()) and st["n_seeds"] == 3
+    one = _cell_stats([ev(base)], "ff", "nrmse")
+    assert math.isnan(one["sd_seeds"]) and one["mean"] == pytest.approx(base.mean())
+    tests = _wilcoxon({"net": [ev(v) for v in net], "const": [ev(base)]})
+    assert tests["ff"]["net"].best
+    p = stats.wilcoxon(base, net.mean(0)).pvalue
+    assert tests["ff"]["const"].p == pytest.approx(p) and tests["ff"]["const"].significant  # 12 subjects, all worse
+
+
+# ================================================================================ training
+@pytest.fixture(scope="module")
+def tiny_cohort(tmp_path_factory):
+    from mrfrecon.cohort import simulate_cohort
+
+    root = tmp_path_factory.mktemp("study") / "cohort"
+    return simulate_cohort(root, preset="tiny", seed=0, workers=1, reference=True)
+
+
+def test_early_stopping_stops_after_patience_and_the_run_is_reused(tiny_cohort, tmp_path, monkeypatch):
+    import mrfrecon.training.loop as loop
+    from mrfrecon.experiments.runs import train_or_reuse
+    from mrfrecon.training import train
+
+    scores = iter([0.5, 0.4, 0.45, 0.41, 0.42, 0.3, 0.2])  # best at epoch 2, then 3 epochs without a better one
+
+    def fake_validation(*a, **k):
+        v = next(scores)
+        return {"t1h2o": v, "ff": v, "b1": v, "mean": v}
+
+    monkeypatch.setattr(loop, "validation_nrmse", fake_validation)
+    out = tmp_path / "run"
+    logs: list[str] = []
+    train("cohen2018", tiny_cohort.root, out, preset="tiny", epochs=7, patience=3, log=logs.append, show_progress=False)
+    rows = (out / "log.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 5  # epochs 1..5: epoch 5 is the third after the best (2)
+    assert any("early stop" in s for s in logs)
+    from mrfrecon.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out / "checkpoint_best.pt").epoch == 2
+    with pytest.raises(MrfreconError, match="stopped early"):
+        train("cohen2018", tiny_cohort.root, out, preset="tiny", epochs=7, patience=3, resume=True, show_progress=False)
+    # through the experiments: a stopped run counts as finished
+    d = tmp_path / "reused"
+    scores = iter([0.5, 0.4, 0.45, 0.41, 0.42])
+    first = train_or_reuse("c", "cohen2018", tiny_cohort, d, preset="tiny", epochs=7, patience=3)
+    again = train_or_reuse("c", "cohen2018", tiny_cohort, d, preset="tiny", epochs=7, patience=3)
+    assert (first.status, first.epochs_done, first.best_epoch) == ("trained", 5, 2) and again.status == "reused"
+    with pytest.raises(MrfreconError, match="patience"):
+        train("cohen2018", tiny_cohort.root, tmp_path / "bad", preset="tiny", patience=-1)
+
+
+def test_a_diverging_run_stops_cleanly_and_is_not_retried(tiny_cohort, tmp_path, monkeypatch):
+    import torch
+
+    import mrfrecon.training.loop as loop
+    from mrfrecon.experiments.runs import train_or_reuse
+    from mrfrecon.training import TrainingDiverged, train
+
+    real = loop.masked_mse
+    calls = {"n": 0}
+
+    def nan_in_epoch_2(pred, y, m):
+        calls["n"] += 1
+        loss = real(pred, y, m)
+        return loss * torch.nan if calls["n"] > steps_per_epoch else loss
+
+    monkeypatch.setattr(loop, "masked_mse", nan_in_epoch_2)
+    out = tmp_path / "run"
+    from mrfrecon.training.data import load_training_data
+
+    data = load_training_data(tiny_cohort.root, "reference", ("t1h2o", "ff", "b1"))
+    n_patches = sum(int(np.ceil(s.series.shape[-1] / 16) * np.ceil(s.series.shape[-2] / 16)) * s.series.shape[0]
+                    for s in data.train)
+    steps_per_epoch = 10**9
+    train("cohen2018", tiny_cohort.root, out, preset="tiny", epochs=1, show_progress=False)  # counts one epoch's steps
+    steps_per_epoch = calls["n"]
+    assert 0 < steps_per_epoch <= n_patches
+    calls["n"] = 0
+    with pytest.raises(TrainingDiverged, match="diverged in epoch 2"):
+        train("cohen2018", tiny_cohort.root, tmp_path / "div", preset="tiny", epochs=3, show_progress=False)
+    from mrfrecon.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "div" / "checkpoint_last.pt").training["epoch"] == 1  # epoch 2 never written
+    calls["n"] = 0
+    logs: list[str] = []
+    r = train_or_reuse("c", "cohen2018", tiny_cohort, tmp_path / "exp", preset="tiny", epochs=3, log=logs.append)
+    assert r.status == "diverged" and not r.ok and "diverged" in r.message
+    assert (tmp_path / "exp" / "diverged.txt").is_file()
+    again = train_or_reuse("c", "cohen2018", tiny_cohort, tmp_path / "exp", preset="tiny", epochs=3, log=logs.append)
+    assert again.status == "diverged" and any("not retried" in s for s in logs)
+    stored = json.loads((tmp_path / "exp" / "run.json").read_text())
+    assert stored["settings"]["epochs"] == 3
+
+
+def test_the_study_preset_meets_the_issue():
+    p = load_preset("study")
+    c, t = p["cohort"], p["training"]
+    from mrfrecon.io import split_counts
+
+    tr, va, te = split_counts(int(c["subjects"]))
+    assert tr >= 40 and va >= 10 and te >= 12
+    assert c["fov_mm"] / c["matrix"] <= 1.5  # pixel size (mm)
+    assert t["seeds"] >= 3 and t["patience"] >= 1 and t["epochs"] > t["patience"]
