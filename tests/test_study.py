@@ -209,3 +209,45 @@ def test_the_study_preset_meets_the_issue():
     assert tr >= 40 and va >= 10 and te >= 12
     assert c["fov_mm"] / c["matrix"] <= 1.5  # pixel size (mm)
     assert t["seeds"] >= 3 and t["patience"] >= 1 and t["epochs"] > t["patience"]
+
+
+# ================================================================================ shipped checkpoints
+def test_shipped_checkpoints_are_verified_before_use(tiny_cohort, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from mrfrecon.cli import cli
+    from mrfrecon.shipped import resolve_checkpoint, sha256_of, ship, shipped_checkpoints
+    from mrfrecon.training import train
+
+    best = train("cohen2018", tiny_cohort.root, tmp_path / "run", preset="tiny", epochs=1, show_progress=False)
+    monkeypatch.setenv("MRFRECON_SHIPPED_DIR", str(tmp_path / "shipped"))
+    assert shipped_checkpoints() == {}
+    dst = ship(best, "cohen-test", command="mrfrecon train ...", extra={"git": "abc"})
+    entry = shipped_checkpoints()["cohen-test"]
+    assert entry["sha256"] == sha256_of(best) and entry["model"] == "cohen2018" and entry["git"] == "abc"
+    assert resolve_checkpoint("shipped:cohen-test") == dst and resolve_checkpoint(best) == best
+    scan = tiny_cohort.paths("test")[0]
+    r = CliRunner().invoke(cli, ["predict", "--checkpoint", "shipped:cohen-test", str(scan), "--out", str(tmp_path / "p"),
+                                 "--no-nifti"])
+    assert r.exit_code == 0, r.output
+    assert "shipped:cohen-test" in CliRunner().invoke(cli, ["shipped"]).output
+    raw = bytearray(dst.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one flipped byte
+    dst.write_bytes(bytes(raw))
+    r = CliRunner().invoke(cli, ["predict", "--checkpoint", "shipped:cohen-test", str(scan), "--out", str(tmp_path / "q")])
+    assert r.exit_code == 2 and "SHA-256" in r.output and not (tmp_path / "q").exists()
+    r = CliRunner().invoke(cli, ["predict", "--checkpoint", "shipped:nope", str(scan), "--out", str(tmp_path / "q")])
+    assert r.exit_code == 2 and "no shipped checkpoint 'nope'" in r.output
+
+
+def test_every_checkpoint_in_the_package_verifies_and_builds():
+    from mrfrecon.checkpoint import load_checkpoint
+    from mrfrecon.shipped import resolve_checkpoint, shipped_checkpoints
+
+    table = shipped_checkpoints()
+    for name, entry in table.items():
+        ck = load_checkpoint(resolve_checkpoint(f"shipped:{name}"))
+        assert ck.spec["name"] == entry["model"] and ck.target == entry["target"]
+        ck.build_model()
+    total = sum(int(e["bytes"]) for e in table.values())
+    assert total <= 25 * 2**20  # the repository's budget for shipped checkpoints

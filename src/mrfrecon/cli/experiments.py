@@ -111,7 +111,7 @@ def receptive_field_cmd(preset, cohort, out, seed, epochs, subjects, workers, th
 
 @experiment.command("occlusion")
 @click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Trained network (checkpoint_best.pt); default: train the proposed CNN as in compare.")
+              help="Trained network (checkpoint_best.pt or shipped:<name>); default: train the proposed CNN as in compare.")
 @click.option("--preset", type=click.Choice(_PRESETS), default=None,
               help="Preset of the simulated cohort and of training (default: the checkpoint's, else demo).")
 @_common
@@ -125,6 +125,9 @@ def occlusion_cmd(checkpoint, preset, cohort, out, seed, epochs, subjects, worke
         raise MrfreconError(f"--frames-per-batch: expected >= 1, got {frames_per_batch}")
     check_out(out, kind="dir")
     set_threads(threads)
+    from ..shipped import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(checkpoint) if checkpoint is not None else None
     res = run_occlusion(out, checkpoint=checkpoint, preset=preset, cohort=cohort, seed=seed, epochs=epochs,
                         subjects=subjects, frames_per_batch=frames_per_batch, workers=workers, log=click.echo,
                         progress=progress)

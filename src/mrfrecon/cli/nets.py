@@ -65,7 +65,7 @@ def train_cmd(model, cohort, out, preset, target, epochs, patience, batch_size, 
 
 @cli.command("predict")
 @click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="checkpoint_best.pt of a training run.")
+              help="checkpoint_best.pt of a training run, or shipped:<name> (see `mrfrecon shipped`).")
 @click.argument("scans", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Folder for <scan>_maps.h5 and BIDS-style NIfTI maps with JSON sidecars.")
@@ -82,7 +82,9 @@ def predict_cmd(checkpoint: Path, scans: tuple[Path, ...], out: Path, no_nifti: 
     from ..checkpoint import load_checkpoint
     from ..inference import plan_outputs, predict_folder
     from ..io.readers import drop_partners
+    from ..shipped import resolve_checkpoint
 
+    checkpoint = resolve_checkpoint(checkpoint)  # shipped:<name> → its file, SHA-256 checked
     check_out(out, kind="dir", inputs=(checkpoint, *scans))
     opts = read_options(**read)
     t0 = time.perf_counter()
@@ -121,3 +123,17 @@ def evaluate_cmd(predictions: Path, cohort: Path, split: str, against: str, out:
     write_report(result, out, title=f"{predictions} on the {split} split of {cohort}")
     click.echo((out / "summary.md").read_text().rstrip())
 
+
+
+@cli.command("shipped")
+def shipped_cmd() -> None:
+    """List the checkpoints shipped with mrfrecon (use them as --checkpoint shipped:<name>)."""
+    from ..shipped import shipped_checkpoints, shipped_dir
+
+    table = shipped_checkpoints()
+    if not table:
+        click.echo(f"no shipped checkpoints in {shipped_dir()}")
+        return
+    for name, e in sorted(table.items()):
+        click.echo(f"shipped:{name}  {e.get('model')} trained on {e.get('target')} (seed {e.get('seed')}, width "
+                   f"{e.get('width')}), val NRMSE {e.get('val_nrmse', float('nan')):.4f}, sha256 {e['sha256'][:16]}…")
