@@ -58,8 +58,8 @@ def train_cmd(model, cohort, out, preset, target, epochs, patience, batch_size, 
     if options and model != "proposed":
         raise MrfreconError("--receptive-field applies to --model proposed only")
     best = train(model, cohort, out, preset=preset, target=target, seed=seed, epochs=epochs, batch_size=batch_size,
-                 lr=lr, width=width, patch=patch, model_options=options, resume=resume, amp=amp, workers=workers,
-                 half_inputs=half_inputs, log=click.echo, show_progress=sys.stderr.isatty())
+                 lr=lr, width=width, patch=patch, model_options=options, patience=patience, resume=resume, amp=amp,
+                 workers=workers, half_inputs=half_inputs, log=click.echo, show_progress=sys.stderr.isatty())
     click.echo(f"best checkpoint: {best}")
 
 
