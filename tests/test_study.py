@@ -64,8 +64,9 @@ def test_constant_is_the_training_mean_in_each_maps_mask(tmp_path):
         fg = rng.random((1, 8, 8)) < 0.7
         maps = {"t1h2o": rng.uniform(800, 1600, fg.shape), "ff": rng.uniform(0, 1, fg.shape), "b1": rng.uniform(0.5, 1, fg.shape),
                 "df": np.zeros(fg.shape), "t1fat": np.full(fg.shape, 350.0), "pd": fg.astype(float)}
-        ref = {k: v * 1.01 for k, v in maps.items()}
-        scan = Scan(series=np.zeros((1, seq.frames, 8, 8), np.complex64), foreground=fg, maps=maps, reference=ref,
+        ref = {k: (v * 0.99 if k == "ff" else v * 1.01) for k, v in maps.items()}
+        series = (rng.normal(size=(1, seq.frames, 8, 8)) + 1j * rng.normal(size=(1, seq.frames, 8, 8))).astype(np.complex64)
+        scan = Scan(series=series, foreground=fg, maps=maps, reference=ref,
                     sequence=seq, attrs={"subject": f"sub-{i}"})
         p = tmp_path / f"sub-{i}.h5"
         save_scan(p, scan)
