@@ -239,6 +239,15 @@ def test_dicom_bad_series_are_one_line(world, tmp_path):
         r = run("import", folder, "--out", out)
         assert r.exit_code == 2 and expect[name] in r.output and r.output.count("\n") == 1, r.output
         assert not out.exists()
+    import pydicom  # one image of another pixel spacing: mixed geometry
+
+    folder = _write_dicom(world, tmp_path / "mixed")
+    f = sorted(folder.glob("*.dcm"))[5]
+    ds = pydicom.dcmread(str(f))
+    ds.PixelSpacing = [1.0, 1.0]
+    ds.save_as(str(f))
+    r = run("import", folder, "--out", tmp_path / "mixed.h5")
+    assert r.exit_code == 2 and "mixed geometry" in r.output and "PixelSpacing" in r.output, r.output
     r = run("match", tmp_path / "magnitude", "--dictionary", d, "--out", tmp_path / "m")
     assert r.exit_code == 2 and "magnitude" in r.output and not (tmp_path / "m").exists()
 

@@ -6,7 +6,7 @@
 
     maps = predict_scan("runs/proposed/checkpoint_best.pt", scan)   # name → (slices, y, x)
     predict_folder(ckpt, sorted(Path("cohort").glob("*.h5")), Path("pred"))
-    # pred/<stem>_maps.h5 and pred/<stem>_<map>.nii.gz
+    # pred/<stem>_maps.h5 and BIDS-style NIfTI maps: pred/<stem>_desc-water_T1map.nii.gz (+ .json), ...
 
 Whole slices in one fully convolutional pass (:func:`mrfrecon.data.predict_volume`): patch and
 pixel networks on the slice zero-padded by their margin (identical to tiling the training

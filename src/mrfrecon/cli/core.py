@@ -185,7 +185,8 @@ def match_cmd(fingerprints: Path, second: Path | None, dict_path: Path, out: Pat
 
     d = Dictionary.load(dict_path)
     scan = read_scan(fingerprints, second, sequence=d.sequence, **opts)
-    Dictionary.load(dict_path, scan.sequence)  # the scan's own sequence (an mrfrecon scan carries one) must fit
+    if scan.sequence.digest() != d.sequence.digest():  # an mrfrecon scan carries its own sequence
+        Dictionary.load(dict_path, scan.sequence)  # raises, naming both sequences
     stem = scan_stem(fingerprints)
     if to_folder:
         from ..inference import MAPS_SUFFIX

@@ -37,13 +37,15 @@ _SCANNER_PHASE_HALF_RANGE = 4096.0  # Siemens phase images: −4096 … 4095 ↔
 @dataclass
 class ImportedSeries:
     """A series read from outside: complex64 ``(slices, frames, y, x)``, the RAS+ affine of
-    ``(x, y, slice)`` (``None`` when the file has no geometry), the files it came from, and notes
-    on how it was read (kind, axis order, phase units, ...)."""
+    ``(x, y, slice)`` (``None`` when the file has no geometry), the files it came from, notes on
+    how it was read (kind, axis order, phase units, ...; kept in the scan's attributes) and the
+    seconds per stage (not kept: the same input gives the same scan file)."""
 
     series: np.ndarray
     affine: np.ndarray | None
     sources: list[str]
     notes: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def parse_axes(spec: str, shape: tuple[int, ...], frames: int, where: str) -> tuple[int, ...]:
