@@ -12,6 +12,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = [
+    ["bench_threads.py"],
     ["bench_matching.py"],
     ["accuracy_matching.py"],
     ["bench_acquisition.py"],

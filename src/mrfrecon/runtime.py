@@ -198,7 +198,7 @@ def auto_threads(small: bool = False) -> int:
         return n
     if small:
         return 1
-    return int(max(1, min(physical_cores(), round(free_cores()))))
+    return int(max(1, min(physical_cores(), int(free_cores() + 0.5))))
 
 
 @contextmanager

@@ -8,6 +8,12 @@ vectors at once (``n_trans``), which is what makes the acquisition fast: the k-s
 temporal basis image of every coil is one type-2 call, and several frames of the view-sharing
 reconstruction are one type-1 call (see :mod:`mrfrecon.acquisition.kwic`).
 
+Backends: finufft on the CPU; cufinufft (Shih et al., IPDPSW 2021; PyPI ``cufinufft``, the GPU
+library of the same project, with the same plan interface) on a CUDA GPU. ``backend="auto"`` (the
+default, or ``$MRFRECON_NUFFT_BACKEND``) takes cufinufft when torch sees a CUDA device and
+cufinufft imports, else finufft. Inputs and outputs are numpy arrays either way; with cufinufft
+each batch is copied to the GPU (as a torch tensor) and back.
+
 Conventions (checked against a brute-force DFT in the tests): images are ``(..., ny, nx)``
 with pixel ``[j, i]`` at position ``(x, y) = (i − nx//2, j − ny//2)``; points are ``(M, 2)``
 ``[kx, ky]`` in radians/pixel. Forward (type 2): ``d_m = Σ_r img(r)·exp(−i k_m·r)``;
@@ -16,13 +22,48 @@ adjoint (type 1): ``img(r) = Σ_m d_m·exp(+i k_m·r)``. No normalization is app
 
 from __future__ import annotations
 
+import os
+
 import finufft
 import numpy as np
 
 from ..errors import MrfreconError
 from ._checks import as_real, default_nthreads, positive_int
 
-__all__ = ["Nufft2D"]
+__all__ = ["BACKENDS", "Nufft2D", "nufft_backend"]
+
+BACKENDS = ("auto", "finufft", "cufinufft")
+
+
+def _cufinufft():
+    """The cufinufft module, or None where it is not installed (or its CUDA libraries fail)."""
+    try:
+        import cufinufft
+    except Exception:  # noqa: BLE001  (ImportError, or OSError from missing CUDA libraries)
+        return None
+    return cufinufft
+
+
+def nufft_backend(backend: str | None = None) -> str:
+    """Resolve ``backend`` (``None``: ``$MRFRECON_NUFFT_BACKEND``, else ``"auto"``) to
+    ``"finufft"`` or ``"cufinufft"``. An explicit ``"cufinufft"`` without CUDA or without the
+    package is a :class:`MrfreconError` (one line), not a late traceback."""
+    import torch
+
+    where = "backend"
+    if backend is None:
+        backend, where = os.environ.get("MRFRECON_NUFFT_BACKEND") or "auto", "MRFRECON_NUFFT_BACKEND"
+    if backend not in BACKENDS:
+        raise MrfreconError(f"{where}: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    cuda = torch.cuda.is_available()
+    if backend == "auto":
+        return "cufinufft" if cuda and _cufinufft() is not None else "finufft"
+    if backend == "cufinufft":
+        if not cuda:
+            raise MrfreconError(f"{where}: cufinufft needs a CUDA device, and this machine has none; use finufft")
+        if _cufinufft() is None:
+            raise MrfreconError(f"{where}: cufinufft is not installed (pip install cufinufft)")
+    return backend
 
 
 class Nufft2D:
@@ -44,6 +85,11 @@ class Nufft2D:
     max_batch
         Most vectors per finufft call (bounds the memory of one call to about
         ``max_batch × (M + 4·ny·nx) × 8`` bytes); larger stacks are split.
+    backend
+        ``"auto"`` (default: cufinufft where CUDA is, else finufft), ``"finufft"`` or
+        ``"cufinufft"``; see :func:`nufft_backend`.
+    device
+        CUDA device of the cufinufft backend (default ``cuda``).
     """
 
     def __init__(
@@ -54,6 +100,8 @@ class Nufft2D:
         eps: float = 1e-4,
         nthreads: int | None = None,
         max_batch: int = 64,
+        backend: str | None = None,
+        device: str | None = None,
     ) -> None:
         if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
             shape = (int(shape), int(shape))
@@ -65,7 +113,11 @@ class Nufft2D:
         self.eps = eps
         self.nthreads = default_nthreads(nthreads)
         self.max_batch = positive_int(max_batch, "max_batch")
-        self._plans: dict[tuple[int, int], finufft.Plan] = {}
+        self.backend = nufft_backend(backend)
+        self._device = device or "cuda"
+        self._lib = finufft if self.backend == "finufft" else _cufinufft()
+        self._gpu_points: tuple | None = None
+        self._plans: dict[tuple[int, int], object] = {}
         self._plan_version: dict[tuple[int, int], int] = {}
         self._version = 0
         self._ky: np.ndarray | None = None
@@ -90,6 +142,7 @@ class Nufft2D:
         # Image rows are y, so finufft's first coordinate is ky.
         self._ky = np.ascontiguousarray(p[:, 1])
         self._kx = np.ascontiguousarray(p[:, 0])
+        self._gpu_points = None
         self._version += 1
 
     def _plan(self, kind: int, n_trans: int) -> finufft.Plan:
@@ -98,21 +151,37 @@ class Nufft2D:
         key = (kind, n_trans)
         plan = self._plans.get(key)
         if plan is None:
-            plan = finufft.Plan(
-                kind,
-                self.shape,
-                n_trans,
-                eps=self.eps,
-                isign=-1 if kind == 2 else 1,
-                dtype="complex64",
-                nthreads=self.nthreads,
-            )
+            opts = {"nthreads": self.nthreads} if self.backend == "finufft" else {}
+            plan = self._lib.Plan(kind, self.shape, n_trans, eps=self.eps, isign=-1 if kind == 2 else 1,
+                                  dtype="complex64", **opts)
             self._plans[key] = plan
             self._plan_version[key] = -1
         if self._plan_version[key] != self._version:
-            plan.setpts(self._ky, self._kx)
+            if self.backend == "finufft":
+                plan.setpts(self._ky, self._kx)
+            else:
+                if self._gpu_points is None:  # the plan keeps pointers: hold the device arrays
+                    # cufinufft wants points in the transform's real precision (float32)
+                    self._gpu_points = tuple(self._to_device(k.astype(np.float32)) for k in (self._ky, self._kx))
+                plan.setpts(*self._gpu_points)
             self._plan_version[key] = self._version
         return plan
+
+    def _to_device(self, a: np.ndarray):
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(a)).to(self._device)
+
+    def _execute(self, plan, src: np.ndarray, dst: np.ndarray) -> None:
+        """One batch: finufft writes into ``dst``; cufinufft runs on device copies."""
+        if self.backend == "finufft":
+            plan.execute(src, out=dst)
+            return
+        import torch
+
+        out = torch.empty(dst.shape, dtype=torch.complex64, device=self._device)
+        plan.execute(self._to_device(src), out=out)
+        dst[...] = out.cpu().numpy()
 
     def forward(self, images: np.ndarray) -> np.ndarray:
         """Type 2: ``images (..., ny, nx)`` complex → ``(..., M)`` complex64 k-space samples."""
@@ -124,8 +193,7 @@ class Nufft2D:
         out = np.empty((flat.shape[0], self.n_points), dtype=np.complex64)
         for start in range(0, flat.shape[0], self.max_batch):
             stop = min(start + self.max_batch, flat.shape[0])
-            plan = self._plan(2, stop - start)
-            plan.execute(flat[start:stop], out=out[start:stop])
+            self._execute(self._plan(2, stop - start), flat[start:stop], out[start:stop])
         return out.reshape(*lead, self.n_points)
 
     def adjoint(self, data: np.ndarray) -> np.ndarray:
@@ -138,6 +206,5 @@ class Nufft2D:
         out = np.empty((flat.shape[0], *self.shape), dtype=np.complex64)
         for start in range(0, flat.shape[0], self.max_batch):
             stop = min(start + self.max_batch, flat.shape[0])
-            plan = self._plan(1, stop - start)
-            plan.execute(flat[start:stop], out=out[start:stop])
+            self._execute(self._plan(1, stop - start), flat[start:stop], out[start:stop])
         return out.reshape(*lead, *self.shape)
