@@ -91,7 +91,12 @@ def compare_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, s
               help="Training target, and the maps the NRMSE is computed against.")
 @click.option("--width", type=Num(0.0, 16.0, lo_open=True), default=None, help="Override the preset's channel-width multiplier.")
 @click.option("--patch", type=Num(1, 1024, integer=True), default=None, help="Override the preset's output patch size.")
-def receptive_field_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, fields, target, width, patch) -> None:
+@click.option("--jobs", type=Num(1, 256, integer=True), default=1, show_default=True,
+              help="Trainings at once, each a process with one torch thread.")
+@click.option("--patience", type=Num(0, 100_000, integer=True), default=None,
+              help="Early stopping: epochs without a better validation NRMSE (0: off; default: the preset's).")
+def receptive_field_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, fields, target, width, patch, jobs,
+                        patience) -> None:
     """Experiment 2 (Figure 3): the proposed CNN per receptive field; per-scan NRMSE boxplots and paired
     Wilcoxon signed-rank tests against the best field, Bonferroni-corrected."""
     from ..experiments.receptive_field import parse_fields, run_receptive_field
@@ -99,8 +104,8 @@ def receptive_field_cmd(preset, cohort, out, seed, epochs, subjects, workers, th
     check_out(out, kind="dir")
     set_threads(threads)
     res = run_receptive_field(out, preset=preset, cohort=cohort, fields=parse_fields(fields), target=target, seed=seed,
-                              epochs=epochs, subjects=subjects, width=width, patch=patch, workers=workers, log=click.echo,
-                              progress=progress)
+                              epochs=epochs, subjects=subjects, width=width, patch=patch, patience=patience,
+                              workers=workers, jobs=jobs, log=click.echo, progress=progress)
     for m, rows in res.tests[target].items():
         best = next(r for r in rows if r.best)
         sig = [r.label for r in rows if r.significant]

@@ -439,6 +439,7 @@ def run_compare(
         rep.text("**Diverged runs (left out of every table):** " + "; ".join(f"{r.name}: {r.message}" for r in failed))
     tables: dict[str, str] = {}
     wil_rows = []
+    n_methods = 1
     for spec in specs:
         groups: dict[str, list[EvaluationResult]] = {}
         for m in models:
@@ -449,6 +450,7 @@ def run_compare(
             if (t, b, -1, spec.against) in evaluations:
                 groups[BASELINE_NAMES[b]] = [evaluations[(t, b, -1, spec.against)]]
         tests = _wilcoxon(groups)
+        n_methods = max(n_methods, len(groups))
         rows, cols, crows, ccols = _table1(groups, tests)
         rep.text(f"## Table 1 — {spec.title}")
         _, mpath = rep.table(spec.stem, rows, cols, csv_rows=crows, csv_columns=ccols)
@@ -459,6 +461,12 @@ def run_compare(
                                  "n": t.n, "best": "yes" if t.best else "", "W": fmt(t.statistic), "p": fmt(t.p, 3),
                                  "p (Bonferroni)": fmt(t.p_corrected, 3), "significant": "yes" if t.significant else "no",
                                  "note": t.note})
+    n_cmp = max(1, n_methods - 1)  # Bonferroni: every method against the best of its row
+    if not min_wilcoxon_p(n_te) * n_cmp < 0.05:
+        rep.text(f"**This comparison cannot rank the methods:** with {n_te} test subject(s) the smallest p-value a paired "
+                 f"signed-rank test can give is {min_wilcoxon_p(n_te):.2g} before the Bonferroni correction over "
+                 f"{n_cmp} comparisons, so no difference in these tables can be significant. The study preset "
+                 "(`mrfrecon experiment compare --preset study`, docs/RESULTS.md) is the scale that can.")
     rep.text(f"## Paired tests (NRMSE per test subject against the best method; the smallest p the exact test can give "
              f"with {n_te} subjects is {min_wilcoxon_p(n_te):.2g})")
     rep.table("wilcoxon", wil_rows, list(wil_rows[0]) if wil_rows else ["table"])

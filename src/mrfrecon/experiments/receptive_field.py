@@ -37,7 +37,7 @@ from ..io.scan import load_scan
 from ..metrics import masks_for, nrmse
 from .common import (MAPS, Log, Report, Stopwatch, ensure_cohort, fmt, map_label, no_bar, peak_rss_mb,
                      predict_normalized, write_csv)
-from .runs import RunInfo, train_or_reuse
+from .runs import RunInfo, RunSpec, train_runs
 from .stats import PairedTest, compare_to_best, min_wilcoxon_p
 
 __all__ = ["DEFAULT_FIELDS", "RFResult", "parse_fields", "plot_figure3", "run_receptive_field"]
@@ -126,14 +126,16 @@ def run_receptive_field(
     subjects: int | None = None,
     width: float | None = None,
     patch: int | None = None,
+    patience: int | None = None,
     workers: int = 1,
+    jobs: int = 1,
     log: Log = print,
-    show_progress: bool | None = None,
     progress: Callable[[int, str], Any] | None = None,
 ) -> RFResult:
     """Run the receptive-field sweep into the result folder ``out`` (module docstring).
-    Arguments as :func:`mrfrecon.experiments.compare.run_compare`; ``target`` is
-    ``"reference"`` or ``"ground-truth"`` (the training target and the NRMSE's reference)."""
+    Arguments as :func:`mrfrecon.experiments.compare.run_compare` (one training seed per
+    field: ``seed``); ``target`` is ``"reference"`` or ``"ground-truth"`` (the training
+    target and the NRMSE's reference); ``jobs`` trainings at once."""
     import torch
 
     from ..checkpoint import load_checkpoint
@@ -153,12 +155,16 @@ def run_receptive_field(
                               bar=bar)
     test_paths = index.paths("test")
 
-    runs: list[RunInfo] = []
+    if jobs < 1:
+        raise MrfreconError(f"jobs: expected >= 1, got {jobs}")
+    specs = [RunSpec(f"proposed {f}×{f}", "proposed", target, seed, out / "runs" / target / f"rf{f:02d}",
+                     {"receptive_field": f}) for f in fields]
     with sw("training"):
-        for f in fields:
-            runs.append(train_or_reuse(f"proposed {f}×{f}", "proposed", index, out / "runs" / target / f"rf{f:02d}",
-                                       preset=preset, target=target, seed=seed, epochs=epochs, width=width, patch=patch,
-                                       model_options={"receptive_field": f}, log=log, show_progress=show_progress))
+        runs: list[RunInfo] = train_runs(specs, index, preset=preset, jobs=jobs, epochs=epochs, width=width, patch=patch,
+                                         patience=patience, log=log, progress=progress)
+    failed = [r for r in runs if not r.ok]
+    if failed:  # a field without a network has no NRMSE: the sweep cannot rank it
+        raise MrfreconError("receptive-field sweep: " + "; ".join(f"{r.name} diverged ({r.message})" for r in failed))
 
     dev = default_device()
     cks = {f: load_checkpoint(r.checkpoint) for f, r in zip(fields, runs, strict=True)}
