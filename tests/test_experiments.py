@@ -229,6 +229,7 @@ def test_compare_end_to_end(compared):
     assert all(np.isfinite(float(r["mean"])) for r in rows if r["metric"] == "nrmse")
     assert "Peak resident memory" in text and "± " in ref
     assert "cannot rank the methods" in text  # one test subject
+    assert "R² (major-muscles)" in ref and {r["rois"] for r in rows if r["metric"].startswith("r2")} == {"major-muscles"}
     # a second run reuses every checkpoint (same settings)
     run("experiment", "compare", "--preset", "tiny", "--out", str(compared), "--epochs", "1", "--threads", "1",
         "--target", "both", "--seeds", "2", "--models", "proposed,cohen2018")

@@ -39,12 +39,11 @@ import numpy as np
 
 from ..figures import save_figure
 from ..errors import MrfreconError
-from ..evaluation import EvaluationResult, evaluate
+from ..evaluation import DEFAULT_ROIS, ROI_SETS, EvaluationResult, evaluate
 from ..io.cohort import CohortIndex
 from ..io.scan import load_scan
 from ..metrics import METRICS
-from .common import (MAPS, METHOD_NAMES, MODEL_ORDER, Log, Report, Stopwatch, ensure_cohort, fmt, is_muscle,
-                     map_label, no_bar, peak_rss_mb, predict_normalized, write_csv)
+from .common import (MAPS, METHOD_NAMES, MODEL_ORDER, Log, Report, Stopwatch, ensure_cohort, fmt, map_label, no_bar, peak_rss_mb, predict_normalized, write_csv)
 from .baselines import SMOOTHERS, baseline_maps, constant_values
 from .runs import RunInfo, RunSpec, train_runs
 from .stats import PairedTest, compare_to_best, min_wilcoxon_p
@@ -54,8 +53,8 @@ __all__ = ["CompareResult", "TARGET_CHOICES", "plot_figure2", "run_compare"]
 TARGET_CHOICES = ("reference", "ground-truth", "both")
 BASELINE_NAMES = {"constant": "Constant", "matching": "Dictionary matching", "matching-box3": "Matching, box 3×3",
                   "matching-box5": "Matching, box 5×5", "matching-median5": "Matching, median 5×5"}
-_METRIC_NAMES = {"nrmse": "NRMSE", "psnr": "PSNR (dB)", "ssim": "SSIM", "r2_determination": "R²",
-                 "r2_regression": "r² (regression)"}
+_METRIC_NAMES = {"nrmse": "NRMSE", "psnr": "PSNR (dB)", "ssim": "SSIM", "r2_determination": f"R² ({DEFAULT_ROIS})",
+                 "r2_regression": f"r² (regression, {DEFAULT_ROIS})"}
 _HIGHER_BETTER = {"nrmse": False, "psnr": True, "ssim": True, "r2_determination": True, "r2_regression": True}
 
 
@@ -408,10 +407,10 @@ def run_compare(
             for r in runs:
                 if r.ok:
                     evaluations[(r.target, r.model, r.seed, a)] = evaluate(preds[r.name], test_paths, against=a, maps=MAPS,
-                                                                           roi_filter=is_muscle)
+                                                                           rois=DEFAULT_ROIS)
             for (t, b), pr in base.items():
                 if not (b == "matching" and a == "reference"):
-                    evaluations[(t, b, -1, a)] = evaluate(pr, test_paths, against=a, maps=MAPS, roi_filter=is_muscle)
+                    evaluations[(t, b, -1, a)] = evaluate(pr, test_paths, against=a, maps=MAPS, rois=DEFAULT_ROIS)
 
     # ---- tables: per (trained_on, against): networks (over seeds), then the baselines
     specs = [TableSpec(t, t) for t in targets if t in against_list]
@@ -425,7 +424,7 @@ def run_compare(
              "Metrics per scan over its 3-D volume (NRMSE and PSNR masked: T1H2O foreground ∧ FF < 0.65, FF and B1 "
              "the foreground; SSIM on whole background-zeroed slices); a cell is the mean over the test subjects, "
              f"averaged over the {n_seeds} training seed(s) of a network ± the SD over seeds (population). R² of "
-             "ROI means in the major muscles (labels `left_*`/`right_*`) pooled over the test subjects — R² the "
+             f"ROI means (ROI set `{DEFAULT_ROIS}`: {ROI_SETS[DEFAULT_ROIS][1]}) pooled over the test subjects — R² the "
              "coefficient of determination (as the paper), r² that of a linear regression. Best of each row in "
              "**bold** (networks and baselines alike); in NRMSE rows `≈` marks a method not significantly different "
              "from the best (paired two-sided Wilcoxon signed-rank over the test subjects, per-subject NRMSE averaged "
@@ -482,12 +481,13 @@ def run_compare(
                 else:
                     mean, sdv, n = ev.r2[mp][metric], math.nan, int(ev.r2[mp]["n_rois"])
                 srows.append({"trained_on": t, "method": m, "seed": "" if sd < 0 else sd, "against": a, "map": mp,
-                              "metric": metric, "mean": f"{mean:.6g}", "sd_subjects": f"{sdv:.6g}", "n": n})
+                              "metric": metric, "mean": f"{mean:.6g}", "sd_subjects": f"{sdv:.6g}", "n": n,
+                              "rois": ev.rois if metric.startswith("r2") else ""})
             for scan_name, per in ev.per_scan.items():
                 prows.append({"trained_on": t, "method": m, "seed": "" if sd < 0 else sd, "against": a, "scan": scan_name,
                               "map": mp, **{k: f"{per[mp][k]:.6g}" for k in METRICS}})
     fsum = write_csv(out / "summary.csv", srows, ["trained_on", "method", "seed", "against", "map", "metric", "mean",
-                                                  "sd_subjects", "n"])
+                                                  "sd_subjects", "n", "rois"])
     fper = write_csv(out / "per_scan.csv", prows, ["trained_on", "method", "seed", "against", "scan", "map", *METRICS])
     rep.text("All numbers, long form:")
     rep.link(fsum, "every method, seed, target and map: mean and SD over test subjects, R²")
@@ -530,7 +530,7 @@ def run_compare(
     settings_d = {"preset": preset, "target": target, "models": list(models), "cohort": str(index.root),
                   "seeds per network": n_seeds, "training jobs": jobs,
                   **{k: v for k, v in rs.items() if k not in ("model", "target", "model_options", "seed")},
-                  "test subjects": len(test_paths), "ROIs for R²": "major muscles (left_*/right_*)"}
+                  "test subjects": len(test_paths), "ROIs for R²": f"{DEFAULT_ROIS}: {ROI_SETS[DEFAULT_ROIS][1]}"}
     seeds_d = {"training (model init, patch order)": ", ".join(str(x) for x in settings.seeds),
                "cohort": index.attrs.get("seed", "given cohort"),
                "per-subject simulation": "cohort seed → sub-<i> (cohort.json)"}
