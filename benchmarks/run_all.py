@@ -18,6 +18,7 @@ SCRIPTS = [
     ["bench_acquisition.py"],
     ["bench_cohort.py"],
     ["bench_networks.py"],
+    ["bench_write_safety.py"],
 ]
 
 

@@ -57,7 +57,10 @@ def good(tmp_path_factory) -> dict[str, Path]:
     for k, v in maps.items():
         nib.save(nib.Nifti1Image(np.asarray(v[0].T[:, :, None], np.float32), np.diag([2.0, 2.0, 8.0, 1.0])),
                  str(root / "nifti" / f"{k}.nii.gz"))
-    return {"root": root, "dict": root / "d.h5", "scan": root / "s.h5", "ckpt": root / "c.pt", "nifti": root / "nifti",
+    from mrfrecon.cohort import simulate_cohort
+
+    simulate_cohort(root / "cohort", preset="tiny", subjects=1, seed=5, reference=False, overrides={"matrix": 16, "slices": 1})
+    return {"root": root, "cohort": root / "cohort", "dict": root / "d.h5", "scan": root / "s.h5", "ckpt": root / "c.pt", "nifti": root / "nifti",
             "meta": meta, "state": net.state_dict()}  # type: ignore[dict-item]
 
 
@@ -166,6 +169,11 @@ def nii_set(name: str, value=None, shape=None, affine=None):
             vol = np.zeros(shape, np.float32) + vol.flat[0]
         nib.save(nib.Nifti1Image(vol, img.affine if affine is None else affine), str(f))
     return edit
+
+
+def _torch_save(obj, path: Path) -> Path:
+    torch.save(obj, path)
+    return path
 
 
 def first_weight(fn):
@@ -285,9 +293,9 @@ CASES = [
     ("ckpt-frames", ckpt(lambda s, m: m.__setitem__("frames", "many")), PREDICT, "meta_json"),
     ("ckpt-map-norm", ckpt(lambda s, m: m.__setitem__("map_norm", 5)), PREDICT, "map normalization: invalid stored range"),
     ("ckpt-not-zip", raw_file("bad.pt", b"\x00" * 100), PREDICT, "not a torch zip archive"),
-    ("ckpt-meta-not-json", ckpt(lambda s, m: None) if False else
-     (lambda d, g: (torch.save({"format": "mrfrecon.checkpoint/1", "state_dict": g["state"], "meta_json": "{x"},
-                               d / "bad.pt"), d / "bad.pt")[1]), PREDICT, "meta_json: missing or not valid JSON"),
+    ("ckpt-meta-not-json", lambda d, g: _torch_save({"format": "mrfrecon.checkpoint/1", "state_dict": g["state"],
+                                                     "meta_json": "{x"}, d / "bad.pt"), PREDICT,
+     "meta_json: missing or not valid JSON"),
     # NIfTI maps for simulate --from-maps
     ("nifti-df-1e30", nifti(nii_set("df", 1e30)), FROM_MAPS, "df.nii.gz: value 1e+30 outside"),
     ("nifti-ff-3", nifti(nii_set("ff", 3.0)), FROM_MAPS, "ff.nii.gz: value 3 outside"),
@@ -296,6 +304,18 @@ CASES = [
     ("nifti-affine", nifti(nii_set("pd", affine=np.diag([3.0, 3.0, 8.0, 1.0]))), FROM_MAPS, "pd.nii.gz: affine"),
     ("nifti-missing", nifti(lambda p: (p / "t1fat.nii.gz").unlink()), FROM_MAPS, "no t1fat.nii.gz"),
     ("nifti-garbage", nifti(lambda p: (p / "ff.nii.gz").write_bytes(b"garbage")), FROM_MAPS, "ff.nii.gz: not a readable NIfTI"),
+    # cohorts
+    ("cohort-other-seed", None, lambda p, g: ["simulate", "--out", str(g["cohort"]), "--seed", "6", "--subjects", "1",
+                                              "--no-reference"], "seed 5 (requested 6)"),
+    ("cohort-json-entry", lambda d, g: _cohort_copy(d, g, lambda doc: doc["subjects"].__setitem__("sub-000", 5)),
+     lambda p, g: ["evaluate", "--predictions", str(p), "--cohort", str(p), "--out", str(p / "e")],
+     "subjects/sub-000: expected an entry with a file name"),
+    ("cohort-json-escape", lambda d, g: _cohort_copy(d, g, lambda doc: doc["subjects"]["sub-000"].__setitem__("file", "../s.h5")),
+     lambda p, g: ["evaluate", "--predictions", str(p), "--cohort", str(p), "--out", str(p / "e")],
+     "expected an entry with a file name inside the folder"),
+    ("cohort-json-split", lambda d, g: _cohort_copy(d, g, lambda doc: doc["split"].__setitem__("test", "sub-000")),
+     lambda p, g: ["evaluate", "--predictions", str(p), "--cohort", str(p), "--out", str(p / "e")], "split/test: expected a list"),
+    ("ckpt-unknown-model", ckpt(lambda s, m: m["spec"].__setitem__("name", "resnet")), PREDICT, "bad.pt: spec: unknown model"),
     # options, each refused by its own name
     ("opt-snr-0", None, opt("simulate", "--out", "{out}/c", "--snr", "0"), "'--snr'"),
     ("opt-snr-negative", None, opt("simulate", "--out", "{out}/c", "--snr", "-5"), "'--snr'"),
@@ -331,8 +351,22 @@ if not torch.cuda.is_available():
     CASES.append(("opt-device-cuda", None, opt("--device", "cuda", "sequence", "show"), "no usable CUDA device"))
 
 
-def _tree(root: Path) -> dict[str, tuple[int, float]]:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime) for p in root.rglob("*")}
+def _cohort_copy(d: Path, g: dict, edit) -> Path:
+    import shutil
+
+    p = d / "c"
+    shutil.copytree(g["cohort"], p)
+    doc = json.loads((p / "cohort.json").read_text())
+    edit(doc)
+    (p / "cohort.json").write_text(json.dumps(doc))
+    return p
+
+
+def _tree(root: Path) -> dict[str, tuple[int, float] | None]:
+    """Every path under ``root``, with size and modification time for files (a folder's own time
+    changes when a lock file comes and goes; that is not a file written)."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime) if p.is_file() else None
+            for p in root.rglob("*")}
 
 
 def test_the_table_is_large():

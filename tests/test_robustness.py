@@ -214,3 +214,17 @@ def test_a_flipped_byte_is_a_checksum_error_naming_the_dataset(tmp_path, dataset
     path.write_bytes(bytes(raw))
     with pytest.raises(MrfreconError, match=f"s.h5: {dataset}: checksum mismatch"):
         load_scan(path)
+
+
+def test_memory_is_checked_before_a_large_dictionary(monkeypatch):
+    import mrfrecon.limits as limits
+    from mrfrecon import Sequence
+    from mrfrecon.dictionary import Dictionary, Grid
+
+    monkeypatch.setattr(limits, "available_memory_bytes", lambda: 2**26)  # a 64 MiB machine
+    # 49,125 atoms × 175 frames × 8 B × 3 (atoms, normalized copy, concatenation) + amplitudes: 0.21 GiB
+    with pytest.raises(MrfreconError, match=r"49,125 atoms × 175 frames: needs about 0\.2 GiB of memory, but only 0\.1 GiB"):
+        Dictionary.build(Sequence.mrf_wf(), Grid.clinical())
+    with pytest.raises(MrfreconError, match="more than the limit of 500,000,000 atom-frames"):
+        Dictionary.build(Sequence.mrf_wf(), Grid.from_spec({"t1h2o_ms": {"ranges": [[100, 5000, 1]]},
+                                                            "df_hz": {"ranges": [[-500, 500, 5]]}}))

@@ -116,7 +116,12 @@ class Checkpoint:
         """The network with these weights, in eval mode, on ``device`` (default CPU)."""
         from .models import build
 
-        net = build(**self.spec)
+        try:
+            net = build(**self.spec)
+        except MrfreconError as e:
+            raise MrfreconError(f"{self.path}: spec: {e}") from None
+        except TypeError as e:
+            raise MrfreconError(f"{self.path}: spec: not a model specification ({e})") from None
         try:
             net.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as e:

@@ -42,7 +42,7 @@ from .acquisition.cstv import RECONS, CsTvOptions, cstv_reconstruct
 from .dictionary import Dictionary
 from .errors import MrfreconError
 from .atomic import atomic_write_text
-from .limits import check_map
+from .limits import check_map, check_memory
 from .fs import FolderLock, pid_alive, remove_stale_temps
 from .io.cohort import INDEX_NAME, CohortIndex, split_counts
 from .io.scan import MAP_NAMES, Scan, load_scan, save_scan
@@ -151,6 +151,13 @@ def acquire(
     fg = m["pd"] > 0
     if not fg.any():
         raise MrfreconError("maps/pd: no voxel has signal (pd > 0 nowhere)")
+    if not (1 <= coils <= 64 and 1 <= window <= sequence.spokes and 1 <= oversampling <= 4 and snr > 0):  # NaN SNR fails too
+        raise MrfreconError(f"acquisition: expected 1-64 coils, a window of 1-{sequence.spokes} spokes, oversampling 1-4 "
+                            f"and an SNR > 0, got {coils}, {window}, {oversampling}, {snr}")
+    # the series, its coefficient images and the frames being reconstructed (complex64), the k-space
+    # of every coil and spoke, and one batch of per-spoke signals (complex128)
+    check_memory(8 * (3 * n_slices * sequence.frames * ny * nx + n_slices * coils * sequence.spokes * oversampling * nx)
+                 + 16 * chunk * sequence.spokes, f"acquisition of {n_slices} × {ny}² voxels × {sequence.spokes} spokes")
     idx = np.flatnonzero(fg)
     params = {k: m[k].reshape(-1)[idx] for k in MAP_NAMES}
 

@@ -58,20 +58,36 @@ class _Group(click.Group):
 
 
 @contextlib.contextmanager
-def progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
+def progress(total: int, description: str, *, lazy: bool = False) -> Iterator[Callable[[int], None]]:
     """Progress of ``total`` items; yields a callback taking the number done so far.
 
     On a terminal a rich progress bar; otherwise (a log file, a pipe, CI) plain lines — one at
-    every tenth of the work and at least every 30 s, never a redraw."""
+    every tenth of the work and at least every 30 s, never a redraw. ``lazy``: the bar appears at
+    the first callback (after the command's checks, so that a refusal stays one line)."""
     if not sys.stdout.isatty():
         yield _plain_progress(total, description)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda done: bar.update(task, completed=done)
+    bar = Progress(*columns, transient=False)
+    task = bar.add_task(description, total=total)
+    started = False
+
+    def update(done: int) -> None:
+        nonlocal started
+        if not started:
+            bar.start()
+            started = True
+        bar.update(task, completed=done)
+
+    if not lazy:
+        update(0)
+    try:
+        yield update
+    finally:
+        if started:
+            bar.stop()
 
 
 def _plain_progress(total: int, description: str, every_s: float = 30.0) -> Callable[[int], None]:

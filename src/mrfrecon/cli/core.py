@@ -366,7 +366,7 @@ def simulate_cmd(preset, out, subjects, seed, workers, overwrite, shard, no_refe
     k_n = parse_shard(shard)
     n = subjects if subjects is not None else int(load_preset(preset)["cohort"]["subjects"])
     mine = n if k_n is None else len(range(k_n[0] - 1, n, k_n[1]))
-    with progress(mine, f"simulating {preset} cohort" + (f" (shard {k_n[0]}/{k_n[1]})" if k_n else "")) as cb:
+    with progress(mine, f"simulating {preset} cohort" + (f" (shard {k_n[0]}/{k_n[1]})" if k_n else ""), lazy=True) as cb:
         idx = simulate_cohort(out, preset=preset, subjects=subjects, seed=seed, workers=workers,
                               reference=not no_reference, overrides=overrides or None,
                               overwrite=overwrite, shard=k_n, progress=cb, log=click.echo)

@@ -89,6 +89,7 @@ def predict_cmd(checkpoint: Path, scans: tuple[Path, ...], out: Path, no_nifti: 
     opts = read_options(**read)
     t0 = time.perf_counter()
     ck = load_checkpoint(checkpoint)  # before the bar: a bad file is one line of error
+    ck.build_model()  # a spec that builds no network, too
     inputs = drop_partners(list(scans))
     for outs in plan_outputs(ck, inputs, out, nifti=not no_nifti):
         for o in outs:

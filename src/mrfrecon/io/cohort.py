@@ -56,9 +56,13 @@ class CohortIndex:
         if not p.exists():
             raise MrfreconError(f"{p}: missing (not a cohort folder: run `mrfrecon simulate` to make one)")
         try:
-            doc = json.loads(p.read_text())
+            doc = json.loads(p.read_bytes().decode("utf-8"))
         except json.JSONDecodeError as e:
             raise MrfreconError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        except (UnicodeDecodeError, RecursionError):
+            raise MrfreconError(f"{p}: not a UTF-8 JSON text") from None
+        except OSError as e:
+            raise MrfreconError(f"{p}: cannot read ({e.strerror})") from None
         if not isinstance(doc, dict) or doc.get("format") != COHORT_FORMAT:
             raise MrfreconError(f"{p}: format: expected {COHORT_FORMAT!r}")
         subjects, split = doc.get("subjects"), doc.get("split")
@@ -68,6 +72,8 @@ class CohortIndex:
             raise MrfreconError(f"{p}: split: expected lists for {', '.join(SPLITS)}")
         seen: set[str] = set()
         for name in SPLITS:
+            if not isinstance(split[name], list) or not all(isinstance(s, str) for s in split[name]):
+                raise MrfreconError(f"{p}: split/{name}: expected a list of subject ids")
             for s in split[name]:
                 if s not in subjects:
                     raise MrfreconError(f"{p}: split/{name}: unknown subject {s!r}")
@@ -75,9 +81,12 @@ class CohortIndex:
                     raise MrfreconError(f"{p}: split: subject {s!r} is in more than one split")
                 seen.add(s)
         for s, entry in subjects.items():
+            name_ = entry.get("file") if isinstance(entry, dict) else None
+            if not isinstance(name_, str) or not name_ or Path(name_).is_absolute() or ".." in Path(name_).parts:
+                raise MrfreconError(f"{p}: subjects/{s}: expected an entry with a file name inside the folder")
             if not (root / entry.get("file", "")).is_file():
                 raise MrfreconError(f"{p}: subjects/{s}: file {entry.get('file')!r} not found in {root}")
-        return cls(root=root, subjects=subjects, split={k: list(v) for k, v in split.items()}, attrs=doc.get("attrs", {}))
+        return cls(root=root, subjects=subjects, split={k: list(v) for k, v in split.items()}, attrs=doc.get("attrs", {}) if isinstance(doc.get("attrs"), dict) else {})
 
 
 def split_counts(n: int) -> tuple[int, int, int]:

@@ -24,6 +24,7 @@ from ..data import MAP_NAMES, MapNorm, PatchDataset, PatchGrid, grid_for, masked
 from ..errors import MrfreconError
 from ..atomic import atomic_write_text
 from ..fs import FolderLock, remove_stale_temps
+from ..limits import check_memory
 from ..metrics import masks_for, nrmse
 from ..models import MODELS, build
 from ..presets import load_preset
@@ -291,6 +292,11 @@ def _setup(model: str, cohort: Path, out: Path, dst: Dist, dev: torch.device, cf
         grid = grid_for(net, tuple(max(s.series.shape[-2:][i] for s in data.train) for i in (0, 1)))
     else:  # fully convolutional: any output patch size; patch models keep their margin of real context
         grid = PatchGrid((cfg["patch"], cfg["patch"]), int(net.margin))
+        # a batch of input patches alone (real + imaginary float32 channels per frame, and its copy
+        # on the way to the network) must fit: refuse --patch 5000 before allocating 30+ GiB
+        side = cfg["patch"] + 2 * int(net.margin)
+        check_memory(2 * cfg["batch_size"] * side * side * 2 * data.frames * 4,
+                     f"--patch {cfg['patch']} (batch {cfg['batch_size']} of {side}² input patches × {data.frames} frames)")
     targets = [data.map_norm.normalize(s.target, s.foreground) for s in data.train]
     dataset = PatchDataset([s.series for s in data.train], targets, [s.foreground for s in data.train], grid=grid)
     if len(dataset) == 0:
