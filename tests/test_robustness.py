@@ -151,6 +151,19 @@ def test_temporary_files_of_a_killed_writer_are_removed_by_the_next_run(tmp_path
     assert not list(tmp_path.glob(".*.tmp")) and (tmp_path / "sub-000.h5").is_file()
 
 
+def test_a_dictionary_build_removes_the_temporary_file_of_a_killed_build(tmp_path):
+    from mrfrecon import Sequence
+    from mrfrecon.dictionary import Dictionary, Grid
+
+    p = _child(HALF_WRITTEN.replace("sub-000.h5", "d.h5"), str(tmp_path))
+    _kill(p)
+    assert len(list(tmp_path.glob(".d.h5.*.tmp"))) == 1
+    grid = Grid.from_spec({"t1h2o_ms": {"values": [900, 1000]}, "t1fat_ms": {"values": [350]}, "b1": {"values": [1.0]},
+                           "df_hz": {"values": [0]}})
+    Dictionary.build(Sequence.mrf_wf(), grid).save(tmp_path / "d.h5")
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
 POOL_PARENT = """
 import sys
 from mrfrecon.cohort import simulate_cohort

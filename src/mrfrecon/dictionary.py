@@ -28,6 +28,7 @@ from . import __version__
 from . import limits as L
 from .errors import MrfreconError
 from .atomic import atomic_h5
+from .fs import remove_stale_temps
 from .io.h5 import open_h5, read_dataset
 from .physics import DEFAULT_FAT, T2_FAT_MS, T2_WATER_MS, FatModel, component_atoms
 from .runtime import default_device
@@ -304,6 +305,7 @@ class Dictionary:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write one HDF5 file (atomically) with the atoms, basis, grid, sequence and version."""
         path = Path(path)
+        remove_stale_temps(path.parent, path.name)  # left by an interrupted build of the same file
         with atomic_h5(path) as f:
             f.attrs["format"] = FORMAT
             f.attrs["mrfrecon_version"] = self.version
