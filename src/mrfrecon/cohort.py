@@ -291,10 +291,15 @@ def _scan_differences(light: Scan, want: Mapping[str, Any]) -> list[str]:
         out.append(f"region {a.get('region')} (requested {want['region']})")
     if a.get("mrfrecon_version") != __version__:
         out.append(f"mrfrecon {a.get('mrfrecon_version')} (this is {__version__})")
-    sim = a.get("simulation") or {}
+    # the request recorded with the scan; a scan of an older mrfrecon only has its simulation
+    # attributes (the cohort settings without lists, plus what the acquisition reports)
+    recorded = got_settings.get("cohort")
+    sim = recorded if isinstance(recorded, dict) else (a.get("simulation") or {})
     for k, v in want["settings"]["cohort"].items():
-        if not isinstance(v, list) and sim.get(k) != v:
+        if (recorded is not None or not isinstance(v, list)) and sim.get(k) != v:
             out.append(f"{k} {sim.get(k)!r} (requested {v!r})")
+    if isinstance(recorded, dict):
+        out += [f"{k} {recorded[k]!r} (requested none)" for k in sorted(set(recorded) - set(want["settings"]["cohort"]))]
     if "preset" in got_settings and got_settings["preset"] != want["settings"]["preset"] and not out:
         out.append(f"preset {got_settings['preset']} (requested {want['settings']['preset']})")
     if bool(light.reference) != bool(want["settings"]["reference"]):
