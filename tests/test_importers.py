@@ -108,7 +108,7 @@ def _export(world, kind: str, folder: Path) -> list[Path]:
 
 
 def _write_dicom(world, folder: Path, *, drop: tuple[int, int] | None = None, duplicate: bool = False,
-                 magnitude_only: bool = False) -> Path:
+                 magnitude_only: bool = False, slices: int | None = None) -> Path:
     """A magnitude + phase MRF series as DICOM files (Siemens-style ImageType M/P, phase stored
     0…4095 with slope 2 and intercept −4096, frames numbered by TemporalPositionIdentifier)."""
     from pydicom.dataset import FileDataset, FileMetaDataset
@@ -117,6 +117,7 @@ def _write_dicom(world, folder: Path, *, drop: tuple[int, int] | None = None, du
     scan, aff = world["scan"], world["aff"]
     folder.mkdir(parents=True, exist_ok=True)
     s, t, ny, nx = scan.series.shape
+    s = slices or s
     ras_to_lps = np.diag([-1.0, -1.0, 1.0])
     row_dir = ras_to_lps @ aff[:3, 0] / np.linalg.norm(aff[:3, 0])
     col_dir = ras_to_lps @ aff[:3, 1] / np.linalg.norm(aff[:3, 1])
@@ -231,17 +232,17 @@ def test_dicom_round_trip(world, reference, tmp_path):
 
 def test_dicom_bad_series_are_one_line(world, tmp_path):
     d = world["root"] / "d.h5"
-    cases = {"missing": dict(drop=(1, 10)), "duplicated": dict(duplicate=True), "magnitude": dict(magnitude_only=True)}
+    cases = {"missing": dict(drop=(0, 10)), "duplicated": dict(duplicate=True), "magnitude": dict(magnitude_only=True)}
     expect = {"missing": "frames", "duplicated": "duplicated frame", "magnitude": "magnitude images only"}
     for name, kw in cases.items():
-        folder = _write_dicom(world, tmp_path / name, **kw)
+        folder = _write_dicom(world, tmp_path / name, slices=1, **kw)  # one slice shows each fault
         out = tmp_path / f"{name}.h5"
         r = run("import", folder, "--out", out)
         assert r.exit_code == 2 and expect[name] in r.output and r.output.count("\n") == 1, r.output
         assert not out.exists()
     import pydicom  # one image of another pixel spacing: mixed geometry
 
-    folder = _write_dicom(world, tmp_path / "mixed")
+    folder = _write_dicom(world, tmp_path / "mixed", slices=1)
     f = sorted(folder.glob("*.dcm"))[5]
     ds = pydicom.dcmread(str(f))
     ds.PixelSpacing = [1.0, 1.0]
