@@ -13,7 +13,6 @@ records it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from typing import Any
 
 from .atomic import atomic_write_text
 from .errors import MrfreconError
+from .io.nifti import file_sha256 as sha256_of  # the SHA-256 the maps' sidecars record too
 
 __all__ = ["PREFIX", "resolve_checkpoint", "ship", "shipped_checkpoints", "shipped_dir", "sha256_of"]
 
@@ -35,15 +35,6 @@ def shipped_dir() -> Path:
     """The folder of the shipped checkpoints (``$MRFRECON_SHIPPED_DIR`` overrides it, for tests)."""
     env = os.environ.get("MRFRECON_SHIPPED_DIR")
     return Path(env) if env else Path(str(resources.files("mrfrecon").joinpath("checkpoints")))
-
-
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def shipped_checkpoints() -> dict[str, dict[str, Any]]:
