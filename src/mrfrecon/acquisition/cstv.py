@@ -82,6 +82,8 @@ class CsTvOptions:
     ----------
     weight
         TV weight relative to the 99th percentile of the starting coefficient magnitude (> 0).
+        Measured against ground truth (frame NRMSE, image SNR 10, one coil; docs/SIMULATION.md):
+        best near 0.04 at 350² and 234² (1–1.5 mm pixels), near 0.02 at 96² (3.6 mm).
     iterations
         Most primal-dual iterations (≥ 1).
     tol
