@@ -49,6 +49,7 @@ type-1 NUFFTs; ``T_{k'k}`` is the Hermitian partner of ``T_{kk'}``).
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -232,7 +233,15 @@ class ToeplitzNormal:
 
     def norm(self, iterations: int = 15, seed: int = 0) -> float:
         """Largest eigenvalue of the coil-free operator (power iteration), a bound of the
-        operator's norm for any sensitivities with ``Σ_c |S_c|² ≤ 1``."""
+        operator's norm for any sensitivities with ``Σ_c |S_c|² ≤ 1``; computed once."""
+        key = (iterations, seed)
+        if getattr(self, "_norm_cache", None) is None:
+            self._norm_cache: dict = {}
+        if key not in self._norm_cache:
+            self._norm_cache[key] = self._power_iteration(iterations, seed)
+        return self._norm_cache[key]
+
+    def _power_iteration(self, iterations: int, seed: int) -> float:
         rng = np.random.default_rng(seed)
         v = (rng.standard_normal((self.k, *self.shape)) + 1j * rng.standard_normal((self.k, *self.shape))).astype(np.complex64)
         lam = 0.0
@@ -265,6 +274,22 @@ def subspace_adjoint(op: Nufft2D, kspace: np.ndarray, basis: np.ndarray, weights
         z = op.adjoint((bw * kspace[c][None]).reshape(b.shape[1], -1))  # (K, ny, nx)
         out += z if sens is None else np.conj(sens[c])[None] * z
     return out
+
+
+#: normal operators of recent geometries: scans of one cohort share trajectory, weights and basis,
+#: so the kernels (10 s at 350²) and the norm estimate (5 s) are made once per process
+_NORMALS: dict[tuple, ToeplitzNormal] = {}
+
+
+def _normal_for(t: np.ndarray, w: np.ndarray, b: np.ndarray, shape: tuple[int, int], eps: float,
+                nthreads: int | None) -> ToeplitzNormal:
+    key = (hashlib.sha1(t.tobytes()).hexdigest(), hashlib.sha1(w.tobytes()).hexdigest(),
+           hashlib.sha1(b.tobytes()).hexdigest(), tuple(shape), float(eps))
+    if key not in _NORMALS:
+        while len(_NORMALS) >= 2:
+            _NORMALS.pop(next(iter(_NORMALS)))
+        _NORMALS[key] = ToeplitzNormal(t, w, b, shape, eps=eps, nthreads=nthreads)
+    return _NORMALS[key]
 
 
 def _data_weights(t: np.ndarray) -> np.ndarray:
@@ -346,7 +371,7 @@ def cstv_reconstruct(
     k = b.shape[1]
     w = _data_weights(t)
     if normal is None:
-        normal = ToeplitzNormal(t, w, b, shape, eps=eps, nthreads=nthreads)  # type: ignore[arg-type]
+        normal = _normal_for(t, w, b, shape, eps, nthreads)  # type: ignore[arg-type]
     lip = 1.2 * normal.norm()  # margin: power iteration approaches the norm from below
     if not (np.isfinite(lip) and lip > 0):
         raise MrfreconError("cstv: the normal operator has no positive norm (empty trajectory or weights)")
