@@ -252,3 +252,15 @@ def test_every_checkpoint_in_the_package_verifies_and_builds():
         ck.build_model()
     total = sum(int(e["bytes"]) for e in table.values())
     assert total <= 25 * 2**20  # the repository's budget for shipped checkpoints
+
+
+def test_match_refuses_magnitude_only_fingerprints():
+    from mrfrecon import Dictionary, Sequence, match
+
+    from mrfrecon.dictionary import Grid
+
+    seq = Sequence.mrf_wf()
+    grid = Grid(t1h2o_ms=[1000.0, 1200.0], t1fat_ms=[350.0], b1=[0.8, 0.9], df_hz=[0.0, 10.0])
+    d = Dictionary.build(seq, grid)
+    with pytest.raises(MrfreconError, match="expected complex"):
+        match(np.ones((3, seq.frames), np.float32), d)

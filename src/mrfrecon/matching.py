@@ -359,7 +359,8 @@ def match(
     Parameters
     ----------
     fingerprints
-        complex ``(..., frames)``; ``frames`` must equal the dictionary's.
+        complex ``(..., frames)``; ``frames`` must equal the dictionary's (real, magnitude-only
+        input is refused).
     dictionary
         A :class:`~mrfrecon.dictionary.Dictionary` for the sequence the data were acquired with.
     method
@@ -405,8 +406,12 @@ def match(
         raise MrfreconError(
             f"fingerprints: expected the last axis to hold the dictionary's {dictionary.frames} frames, got shape {x.shape}"
         )
-    if not (np.issubdtype(x.dtype, np.complexfloating) or np.issubdtype(x.dtype, np.floating)):
-        raise MrfreconError(f"fingerprints: expected complex (or real) numbers, got dtype {x.dtype}")
+    if not np.issubdtype(x.dtype, np.complexfloating):
+        # magnitude-only data match the complex atoms wrongly, not just noisily (the phase carries Δf and
+        # the water-fat shift): a real series measured T1H2O at the grid's floor where complex data gave 1230 ms
+        raise MrfreconError(f"fingerprints: expected complex numbers, got dtype {x.dtype}: the dictionary's "
+                            "fingerprints are complex and their phase carries the off-resonance and the water–fat "
+                            "shift; give the complex series (or magnitude and phase combined)")
     shape = x.shape[:-1]
     flat = x.reshape(-1, dictionary.frames).astype(np.complex64, copy=False)
     dev = default_device(device)
