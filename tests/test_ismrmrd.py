@@ -122,3 +122,22 @@ def test_bad_raw_data_are_one_line(raw, tmp_path):
         ds.append_acquisition(b)
         ds.close()
         read_scan(path)
+
+
+def test_ismrmrd_import_with_cs_tv_gives_the_direct_cs_tv_series(raw, tmp_path):
+    from mrfrecon.acquisition.cstv import CsTvOptions, cstv_reconstruct
+
+    path = write_ismrmrd(tmp_path / "raw.mrd", raw["ksp"], raw["seq"], raw["aff"], matrix=MATRIX)
+    r = CliRunner().invoke(cli, ["import", str(path), "--out", str(tmp_path / "scan.h5"), "--mask",
+                                 str(_mask(raw, tmp_path)), "--recon", "kwic-tv", "--tv-weight", "0.02"], obj={})
+    assert r.exit_code == 0, r.output
+    scan = load_scan(tmp_path / "scan.h5")
+    assert scan.attrs["import"]["recon"] == "kwic-tv" and scan.attrs["import"]["tv_weight"] == 0.02
+    direct = cstv_reconstruct(raw["ksp"], raw["traj"], raw["seq"], options=CsTvOptions(weight=0.02), coils=raw["sens"],
+                              start=raw["direct"])
+    d, s = np.moveaxis(direct, 1, -1)[raw["fg"]], np.moveaxis(scan.series, 1, -1)[raw["fg"]]
+    assert np.abs(s - d).max() <= 1e-4 * np.abs(d).max()
+    assert np.abs(s - np.moveaxis(raw["direct"], 1, -1)[raw["fg"]]).max() > 1e-2 * np.abs(d).max()  # CS-TV did act
+    bad = CliRunner().invoke(cli, ["import", str(path), "--out", str(tmp_path / "b.h5"), "--recon", "kwic-tv",
+                                   "--tv-weight", "-1"], obj={})
+    assert bad.exit_code == 2 and "--tv-weight" in bad.output and not (tmp_path / "b.h5").exists()

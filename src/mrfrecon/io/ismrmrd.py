@@ -140,9 +140,18 @@ def _check_timing(head: Any, seq: Sequence, path: Path) -> None:
 
 
 def read_ismrmrd(path: str | os.PathLike[str], sequence: Sequence, *, window: int = 55,
-                 sensitivity_window: int = 7, nthreads: int | None = None) -> ImportedSeries:
+                 sensitivity_window: int = 7, nthreads: int | None = None, recon: str = "kwic",
+                 tv_weight: float | None = None) -> ImportedSeries:
     """Reconstruct the MRF series of an ISMRMRD radial acquisition (module docstring). The
-    acquisitions are read as one table (the library reads one row per call: 6 ms each here)."""
+    acquisitions are read as one table (the library reads one row per call: 6 ms each here).
+    ``recon``: ``"kwic"`` (view sharing) or ``"kwic-tv"`` (then KWIC + CS-TV in the temporal
+    subspace, :func:`mrfrecon.acquisition.cstv.cstv_reconstruct`, with the Walsh sensitivities
+    in its forward model; ``tv_weight`` default that of :class:`~mrfrecon.acquisition.cstv.CsTvOptions`)."""
+    from ..acquisition.cstv import RECONS, CsTvOptions, cstv_reconstruct
+
+    if recon not in RECONS:
+        raise MrfreconError(f"recon: expected one of {', '.join(RECONS)}, got {recon!r}")
+    tv = CsTvOptions() if tv_weight is None else CsTvOptions(weight=tv_weight)  # validates the weight first
     import h5py
     import ismrmrd
 
@@ -240,6 +249,10 @@ def read_ismrmrd(path: str | os.PathLike[str], sequence: Sequence, *, window: in
     t_sens = time.perf_counter()
     series = kwic_reconstruct(ksp, traj, sequence, window=window, coils=sens, matrix=matrix, nthreads=nthreads)
     t_kwic = time.perf_counter()
+    if recon == "kwic-tv":
+        series = cstv_reconstruct(ksp, traj, sequence, options=tv, coils=sens, start=series, window=window,
+                                  nthreads=nthreads)
+    t_tv = time.perf_counter()
     # geometry: columns along read_dir, rows along phase_dir, slice centres at position (LPS+)
     pos0, rd, pd, sd = geo[0]
     aff = np.eye(4)
@@ -252,6 +265,8 @@ def read_ismrmrd(path: str | os.PathLike[str], sequence: Sequence, *, window: in
     centre = np.array([(matrix - 1) / 2, (matrix - 1) / 2])
     aff[:3, 3] = pos0 - aff[:3, :2] @ centre
     notes = {"kind": "ismrmrd", "coils": int(n_coils), "trajectory": source, "kwic_window": int(window),
+             "recon": recon, **({"tv_weight": tv.weight} if recon == "kwic-tv" else {}),
              "sensitivities": "Walsh (2000) on the time-averaged image" if n_coils > 1 else "single coil"}
-    seconds = {"read": t_read - t_start, "sensitivities": t_sens - t_read, "kwic": t_kwic - t_sens}
+    seconds = {"read": t_read - t_start, "sensitivities": t_sens - t_read, "kwic": t_kwic - t_sens,
+               "cs-tv": t_tv - t_kwic}
     return ImportedSeries(series, lps_to_ras @ aff, [str(path)], notes, seconds)

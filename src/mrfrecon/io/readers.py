@@ -203,7 +203,8 @@ def read_scan(
     kind
         Force the kind (a key of :data:`KINDS`) instead of telling it from the content.
     raw_options
-        For ISMRMRD: ``window`` (KWIC spokes, default 55), ``matrix``.
+        For ISMRMRD: ``window`` (KWIC spokes, default 55), ``recon`` (``kwic`` or ``kwic-tv``),
+        ``tv_weight``.
     """
     p = Path(path)
     kind = kind or detect_kind(p)
