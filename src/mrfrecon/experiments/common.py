@@ -36,12 +36,11 @@ import numpy as np
 from .. import __version__
 from ..errors import MrfreconError
 from ..atomic import atomic_write_text
-from ..evaluation import is_major_muscle as is_muscle  # the one ROI definition (evaluation.ROI_SETS)
 from ..io.cohort import CohortIndex
 
 __all__ = [
     "MAPS", "MAP_LABELS", "MAP_UNITS", "METHOD_NAMES", "MODEL_ORDER", "Report", "Stopwatch",
-    "auto_threads", "ensure_cohort", "no_bar", "fmt", "is_muscle", "markdown_table", "peak_rss_mb", "predict_normalized",
+    "auto_threads", "ensure_cohort", "no_bar", "fmt", "markdown_table", "peak_rss_mb", "predict_normalized",
     "write_csv",
 ]
 

@@ -348,7 +348,6 @@ def run_compare(
     workers: int = 1,
     jobs: int = 1,
     log: Log = print,
-    show_progress: bool | None = None,
     progress: Callable[[int, str], Any] | None = None,
     title: str = "Experiment 1: comparison of reconstruction methods (paper section 3.1, Table 1, Figure 2)",
     extra_sections: Sequence[str] = (),

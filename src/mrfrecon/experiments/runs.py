@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import CohortIndex, atomic_write_text
-from .common import MAPS, Log
+from .common import MAPS, Log, _quiet
 
 __all__ = ["RunInfo", "RunSpec", "run_settings", "train_or_reuse", "train_runs"]
 
@@ -37,10 +37,6 @@ DIVERGED = "diverged.txt"
 #: Relative training cost per epoch (measured at the study preset, one thread): the order in which
 #: :func:`train_runs` starts runs, longest first, so that the last ones to finish are short.
 _COST = {"proposed": 10.0, "fang2018": 6.0, "balsiger2018": 2.0, "cohen2018": 1.0}
-
-
-def _quiet(_msg: str) -> None:
-    return None
 
 
 def run_settings(model: str, preset: str, *, target: str, seed: int, epochs: int | None = None, width: float | None = None,
