@@ -217,6 +217,7 @@ def test_tiled_prediction_equals_padded_full_pass(name, tile):
     net.train()
     full = predict_slice(net, s)
     assert net.training  # mode restored
+    assert all(p.is_contiguous() for p in net.parameters())  # the CPU pass's channels-last layout undone
     assert full.shape == (3, 37, 30) and full.dtype == np.float32
     m = net.margin
     with torch.no_grad():
@@ -228,6 +229,19 @@ def test_tiled_prediction_equals_padded_full_pass(name, tile):
     np.testing.assert_array_equal(predict_slice(net, to_channels(s)), full)
     vol = predict_volume(net, s[None], tile=tile)
     np.testing.assert_allclose(vol[0], full, rtol=0, atol=1e-5)
+
+
+def test_channels_last_network_stays_channels_last():
+    torch.manual_seed(0)
+    net = build("proposed", frames=4, maps=3, width=0.1).eval().to(memory_format=torch.channels_last)
+    s = _series(np.random.default_rng(9), (1, 4, 20, 21))[0]
+    out = predict_slice(net, s)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in net.parameters() if p.ndim == 4)
+    m = net.margin
+    with torch.no_grad():
+        ref = net.to(memory_format=torch.contiguous_format)(
+            torch.nn.functional.pad(torch.from_numpy(to_channels(s))[None], (m, m, m, m)))[0].numpy()
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
 
 
 def test_slice_model_prediction():
@@ -258,3 +272,26 @@ def test_masked_mse_hand_computed():
     expected = (((p - t) * m) ** 2).sum() / p.numel()
     assert masked_mse(p, t, m).item() == pytest.approx(expected.item(), rel=1e-6)
     assert masked_mse(p, t, torch.ones(2, 1, 4, 4)).item() == pytest.approx(torch.nn.functional.mse_loss(p, t).item())
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_dense_block_inference_path_equals_concatenation(layout):
+    """The eval-mode buffer path of the temporal dense block against the plain concatenation
+    of conv → ReLU → BN layers (the training path, run with gradients enabled)."""
+    from mrfrecon.models.layers import TemporalDenseBlock
+
+    torch.manual_seed(3)
+    block = TemporalDenseBlock(7, 5, layers=4)
+    for mod in block.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.running_var.uniform_(0.5, 2.0)
+            mod.weight.data.uniform_(0.5, 1.5)
+            mod.bias.data.uniform_(-0.3, 0.3)
+    block.eval()
+    x = torch.randn(2, 7, 9, 6).contiguous(memory_format=layout)
+    ref = block(x)  # gradients enabled: the concatenating forward
+    with torch.no_grad():
+        fast = block(x)
+    assert fast.shape == ref.shape == (2, 7 + 4 * 5, 9, 6)
+    torch.testing.assert_close(fast, ref.detach(), rtol=1e-5, atol=1e-5)

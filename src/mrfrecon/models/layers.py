@@ -59,10 +59,39 @@ class TemporalDenseBlock(nn.Module):
         self.out_channels = c_in + layers * growth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and not torch.is_grad_enabled():
+            return self._forward_inference(x)
         features = [x]
         for layer in self.layers:
             features.append(layer(torch.cat(features, dim=1)))
         return torch.cat(features, dim=1)
+
+    @torch.no_grad()
+    def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """The eval-mode block without its concatenations: one channels-last buffer
+        (B, y, x, c_out) that each layer reads a prefix of and writes its ``growth`` channels
+        into, every 1×1 convolution a matrix product on the buffer's rows, batch norm applied
+        in place as its eval-mode affine map. The result is the same tensor as :meth:`forward`'s
+        (to float32 rounding), in the channels-last memory format.
+
+        Why: the concatenations copy the growing input once per layer; in channels-last each is
+        a strided copy, and they took 18 % of the paper-width proposed CNN's CPU inference
+        (torch profiler, one thread, 128² slice) — as long as all its 1×1 convolutions."""
+        b, c, h, w = x.shape
+        buf = x.new_empty((b, h, w, self.out_channels))
+        buf[..., :c] = x.permute(0, 2, 3, 1)
+        rows = buf.view(-1, self.out_channels)
+        for layer in self.layers:
+            conv, _, bn = layer
+            g = conv.out_channels
+            out = torch.addmm(conv.bias, rows[:, :c], conv.weight.view(g, c).t()) if conv.bias is not None \
+                else rows[:, :c] @ conv.weight.view(g, c).t()
+            out.relu_()
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            out.mul_(scale).add_(bn.bias - bn.running_mean * scale)
+            rows[:, c : c + g] = out
+            c += g
+        return buf.permute(0, 3, 1, 2)
 
 
 def init_weights(module: nn.Module) -> None:
@@ -99,6 +128,9 @@ class MRFNet(nn.Module):
 
     name: str = ""
     kind: str = "patch"
+    #: Whether CPU inference runs faster in the channels-last memory format (measured per network
+    #: in benchmarks/BENCHMARKS.md; :func:`mrfrecon.data.predict_slice` reads it).
+    cpu_channels_last: bool = False
 
     def __init__(self, frames: int, maps: int) -> None:
         super().__init__()

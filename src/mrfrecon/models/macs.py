@@ -43,7 +43,9 @@ def count_macs(net: nn.Module, input_shape: tuple[int, ...]) -> int:
     for m in meta.modules():
         if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
             m.register_forward_hook(hook)
-    with torch.no_grad():
+    # with gradients on, every layer runs its modules (the no-grad inference path of the dense
+    # block multiplies the weights directly, which the hooks would not see); meta tensors cost nothing
+    with torch.enable_grad():
         meta(torch.empty(input_shape, device="meta"))
     return total
 
