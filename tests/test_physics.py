@@ -137,10 +137,17 @@ def test_projected_equals_projection_of_spoke_signals():
     np.testing.assert_allclose(simulate_projected(seq, proj, *p), direct, rtol=1e-4, atol=1e-4 * np.abs(direct).max())
 
 
-def test_recursion_against_plain_python_loop():
-    # an irregular schedule (many distinct flip angles and TRs), two repetitions with recovery
+@pytest.mark.parametrize("schedule", ["irregular", "blocks", "large-angles"])
+def test_recursion_against_plain_python_loop(schedule):
+    # two repetitions with recovery; "irregular": many distinct flip angles and TRs (runs of one
+    # pulse), "blocks": runs of 8 equal pulses down to 0.5° (the closed form per run), "large-angles":
+    # flips past 90° (the pulse-by-pulse path)
     rng = np.random.default_rng(1)
     fa, tr = rng.uniform(1, 40, 64), rng.uniform(4, 9, 64)
+    if schedule == "blocks":
+        fa, tr = np.repeat(rng.uniform(0.5, 40, 8), 8), np.repeat(rng.uniform(4, 9, 8), 8)
+    elif schedule == "large-angles":
+        fa = rng.uniform(60, 170, 64)
     seq = Sequence(flip_angle_deg=fa, te_ms=np.full(64, 2.0), tr_ms=tr, ti_ms=15.0, spokes_per_frame=4,
                    repetitions=2, recovery_ms=300.0)
     t1, b1 = 700.0, 0.9
@@ -154,3 +161,23 @@ def test_recursion_against_plain_python_loop():
             mz = 1 + (mz * np.cos(a) - 1) * np.exp(-tr[k] / t1)
         mz = 1 + (mz - 1) * np.exp(-300.0 / t1)
     np.testing.assert_allclose(simulate(seq, t1h2o=t1, b1=b1, per_spoke=True).real, out, rtol=1e-4, atol=1e-7)
+
+
+def test_closed_form_runs_equal_the_pulse_by_pulse_recursion_on_mrf_wf():
+    # the MRF-WF schedule (runs of hundreds of equal pulses) over a patient-like T1/B1 spread:
+    # the two paths of the recursion on the same inputs, in float64
+    import torch
+
+    from mrfrecon.physics import signal
+
+    seq = Sequence.mrf_wf()
+    rng = np.random.default_rng(2)
+    t1 = torch.tensor(rng.uniform(250, 3000, 500), dtype=torch.float64)
+    b1 = torch.tensor(rng.uniform(0.3, 1.6, 500), dtype=torch.float64)
+    pairs, which = np.unique(np.stack([seq.flip_angle_deg, seq.tr_ms], 1), axis=0, return_inverse=True)
+    angle = torch.tensor(np.deg2rad(pairs[:, 0]), dtype=torch.float64)[:, None] * b1[None, :]
+    tr = torch.tensor(pairs[:, 1], dtype=torch.float64)
+    e_ti, e_rec = torch.exp(-seq.ti_ms / t1), torch.exp(-seq.recovery_ms / t1)
+    args = (seq, which.reshape(-1), angle, tr, t1, e_ti, e_rec)
+    fast, slow = signal._runs_closed_form(*args), signal._spoke_by_spoke(*args)
+    np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=0, atol=1e-10)
