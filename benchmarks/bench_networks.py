@@ -104,6 +104,29 @@ def train_rate(net, dev: torch.device, batch: int, steps: int, patch: int, slice
     return batch / dt, dt
 
 
+@contextlib.contextmanager
+def plain_inference(net):
+    """The network as before the inference layout work: NCHW on the CPU and dense blocks that
+    concatenate (``TemporalDenseBlock.fast_inference`` off, ``cpu_channels_last`` off)."""
+    from mrfrecon.models.layers import TemporalDenseBlock
+
+    blocks = [m for m in net.modules() if isinstance(m, TemporalDenseBlock)]
+    had = "cpu_channels_last" in vars(net)
+    old = net.cpu_channels_last
+    net.cpu_channels_last = False
+    for b in blocks:
+        b.fast_inference = False
+    try:
+        yield
+    finally:
+        for b in blocks:
+            del b.fast_inference
+        if had:
+            net.cpu_channels_last = old
+        else:
+            del net.cpu_channels_last
+
+
 def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -232,7 +255,10 @@ def main() -> None:
             macs_s = count_macs(net, (1, net.in_channels, size + 2 * m, size + 2 * m))
             macs_350 = count_macs(net, (1, net.in_channels, PAPER_SIZE + 2 * m, PAPER_SIZE + 2 * m))
             t_scan = inference_time(net, dev, args.slices, size, args.frames)
+            with plain_inference(net):  # the baseline in the same run: NCHW, concatenating dense blocks
+                t_plain = inference_time(net, dev, args.slices, size, args.frames)
             inf_gflops = args.slices * 2 * macs_s / t_scan / 1e9
+            plain_gflops = args.slices * 2 * macs_s / t_plain / 1e9
             t_scan_350 = t_scan * macs_350 / macs_s * PAPER_SLICES / args.slices
             t_slice_350 = t_scan_350 / PAPER_SLICES
 
@@ -243,7 +269,8 @@ def main() -> None:
                 epoch_samples = PAPER_TRAIN_SCANS * PAPER_SLICES * pps
                 sample_scale = 1.0
             t_epoch = epoch_samples * sample_scale / rate + PAPER_VAL_SCANS * t_scan_350
-            rows.append((name, rate, train_gflops, t_epoch, t_scan_350, inf_gflops, 2 * macs_350 / 1e12, t_match / t_slice_350))
+            rows.append((name, rate, train_gflops, t_epoch, t_scan_350, inf_gflops, 2 * macs_350 / 1e12, t_match / t_slice_350,
+                         plain_gflops, t_plain / t_scan))
             del net
             if cuda:
                 torch.cuda.empty_cache()
@@ -254,11 +281,12 @@ def main() -> None:
         print(f"Training: batch {batch} (fang2018: {args.slice_batch or (8 if cuda else 2)} slices of {tslice}²), {steps} timed steps ({'mean' if cuda else 'fastest'}). Inference: {args.slices} slices of {size}²"
               f"{' (time extrapolated to 350² by the MAC ratio)' if size != PAPER_SIZE else ''}.\n")
         print("| network | train samples/s | train GFLOP/s (% peak) | paper epoch (train + val) | scan 5×350² | "
-              "GFLOP/s (% peak) | TFLOP/slice | matching ÷ network per slice |")
-        print("|---|---|---|---|---|---|---|---|")
-        for name, rate, train_gflops, t_epoch, t_scan_350, inf_gflops, tflop, speedup in rows:
+              "GFLOP/s (% peak) | plain NCHW GFLOP/s (% peak) | plain ÷ this | TFLOP/slice | matching ÷ network per slice |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for name, rate, train_gflops, t_epoch, t_scan_350, inf_gflops, tflop, speedup, plain_gflops, ratio in rows:
             print(f"| {name} | {rate:,.1f} | {train_gflops:,.0f} ({100 * train_gflops / peak:.0f} %) | "
                   f"{_hms(t_epoch)} | {t_scan_350:.2f} s | {inf_gflops:,.0f} ({100 * inf_gflops / peak:.0f} %) | "
+                  f"{plain_gflops:,.0f} ({100 * plain_gflops / peak:.0f} %) | {ratio:.2f} | "
                   f"{tflop:.3f} | {speedup:,.2f} |")
         print()
     print("Training rates exclude patch cutting (workers × the loader rate must exceed the training rate). "
