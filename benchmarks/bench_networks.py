@@ -107,24 +107,20 @@ def train_rate(net, dev: torch.device, batch: int, steps: int, patch: int, slice
 @contextlib.contextmanager
 def plain_inference(net):
     """The network as before the inference layout work: NCHW on the CPU and dense blocks that
-    concatenate (``TemporalDenseBlock.fast_inference`` off, ``cpu_channels_last`` off)."""
+    concatenate. Instance attributes shadow the class defaults (``cpu_channels_last``,
+    ``TemporalDenseBlock.fast_inference``) for the duration and are removed after."""
     from mrfrecon.models.layers import TemporalDenseBlock
 
     blocks = [m for m in net.modules() if isinstance(m, TemporalDenseBlock)]
-    had = "cpu_channels_last" in vars(net)
-    old = net.cpu_channels_last
     net.cpu_channels_last = False
     for b in blocks:
         b.fast_inference = False
     try:
         yield
     finally:
+        del net.cpu_channels_last
         for b in blocks:
             del b.fast_inference
-        if had:
-            net.cpu_channels_last = old
-        else:
-            del net.cpu_channels_last
 
 
 def _timed(fn) -> float:

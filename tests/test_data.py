@@ -250,6 +250,10 @@ def test_slice_model_prediction():
     s = _series(np.random.default_rng(8), (1, 4, 19, 23))[0]
     out = predict_slice(net, s)
     assert out.shape == (3, 19, 23)
+    assert net.cpu_channels_last and all(p.is_contiguous() for p in net.parameters())  # CL pass undone
+    with torch.no_grad():
+        ref = net.eval()(torch.from_numpy(to_channels(s))[None])[0].numpy()
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
     with pytest.raises(MrfreconError, match="whole slice"):
         predict_slice(net, s, tile=8)
     with pytest.raises(MrfreconError, match="input channels"):

@@ -76,7 +76,7 @@ class Fang2018(MRFNet):
 
     name = "fang2018"
     kind = "slice"
-    cpu_channels_last = True  # 1.20–1.22× on one thread at widths 1 and 0.25 (BENCHMARKS.md)
+    cpu_channels_last = True  # 1.26× / 1.09× on one thread at widths 1 / 0.25 (benchmarks/bench_layout.py)
 
     def __init__(
         self,

@@ -78,8 +78,9 @@ class TemporalDenseBlock(nn.Module):
         (to float32 rounding), in the channels-last memory format.
 
         Why: the concatenations copy the growing input once per layer; in channels-last each is
-        a strided copy, and they took 18 % of the paper-width proposed CNN's CPU inference
-        (torch profiler, one thread, 128² slice) — as long as all its 1×1 convolutions."""
+        a strided copy, and they took 16–18 % of the paper-width proposed CNN's CPU inference
+        (torch profiler, one thread, 128² slice; benchmarks/bench_layout.py) — as long as all its
+        1×1 convolutions."""
         b, c, h, w = x.shape
         buf = x.new_empty((b, h, w, self.out_channels))
         buf[..., :c] = x.permute(0, 2, 3, 1)

@@ -53,7 +53,8 @@ class ProposedCNN(MRFNet):
 
     name = "proposed"
     kind = "patch"
-    cpu_channels_last = True  # 1.14–1.16× on one thread at widths 1 and 0.25 (BENCHMARKS.md)
+    # channels-last inference: neutral (0.98–1.03×) once the dense blocks skip their concatenations
+    # (benchmarks/bench_layout.py, BENCHMARKS.md), so left off
 
     def __init__(
         self,

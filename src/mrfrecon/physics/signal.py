@@ -96,11 +96,10 @@ def _runs_closed_form(sequence: Sequence, which: np.ndarray, angle: torch.Tensor
     mz = torch.ones_like(t1_ms)
 
     def geometric(lg: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # g^k and (1 − g^k)/(1 − g) (→ k as log g → 0)
-        em = torch.expm1(lg)
-        safe = torch.where(em == 0, torch.ones_like(em), em)
-        s = torch.where(em == 0, k.expand_as(lg * k), torch.expm1(k * lg) / safe)
-        return torch.exp(k * lg), s
+        # g^k and (1 − g^k)/(1 − g) (→ k as log g → 0), broadcast over k and the voxels
+        em, klg = torch.expm1(lg), k * lg
+        s = torch.where(em == 0, k, torch.expm1(klg) / torch.where(em == 0, 1.0, em))
+        return torch.exp(klg), s
 
     for rep in range(sequence.repetitions):
         if sequence.inversion:
