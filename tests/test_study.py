@@ -264,3 +264,17 @@ def test_match_refuses_magnitude_only_fingerprints():
     d = Dictionary.build(seq, grid)
     with pytest.raises(MrfreconError, match="expected complex"):
         match(np.ones((3, seq.frames), np.float32), d)
+
+
+def test_a_run_with_default_model_options_is_the_same_run(tiny_cohort, tmp_path):
+    """The sweep's 11 × 11 field is the comparison's proposed CNN: options equal to the model's
+    defaults do not make another run; other values do."""
+    from mrfrecon.experiments.runs import canonical_options, train_or_reuse
+
+    assert canonical_options("proposed", {"receptive_field": 11, "head_batchnorm": True}) == {}
+    assert canonical_options("proposed", {"receptive_field": 7}) == {"receptive_field": 7}
+    d = tmp_path / "run"
+    first = train_or_reuse("c", "cohen2018", tiny_cohort, d, preset="tiny", epochs=1)
+    same = train_or_reuse("c", "cohen2018", tiny_cohort, d, preset="tiny", epochs=1, model_options={"activation": "tanh"})
+    other = train_or_reuse("c", "cohen2018", tiny_cohort, d, preset="tiny", epochs=1, model_options={"activation": "relu"})
+    assert (first.status, same.status, other.status) == ("trained", "reused", "trained")

@@ -29,7 +29,7 @@ from typing import Any
 from ..io import CohortIndex, atomic_write_text
 from .common import MAPS, Log, _quiet
 
-__all__ = ["RunInfo", "RunSpec", "run_settings", "train_or_reuse", "train_runs"]
+__all__ = ["RunInfo", "RunSpec", "canonical_options", "run_settings", "train_or_reuse", "train_runs"]
 
 _SETTING_KEYS = ("model", "target", "maps", "seed", "epochs", "patience", "batch_size", "lr", "width", "patch",
                  "validate_every", "model_options")
@@ -53,7 +53,17 @@ def run_settings(model: str, preset: str, *, target: str, seed: int, epochs: int
             "batch_size": int(p["batch_size"] if batch_size is None else batch_size),
             "lr": float(p["learning_rate"]), "width": float(p["width"] if width is None else width),
             "patch": int(p["patch"] if patch is None else patch), "validate_every": int(p.get("validate_every", 1)),
-            "model_options": dict(model_options or {})}
+            "model_options": canonical_options(model, model_options or {})}
+
+
+def canonical_options(model: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` without those equal to the model's defaults (:data:`mrfrecon.models.MODELS`),
+    keys sorted: the proposed CNN with ``{"receptive_field": 11}`` is the same run as with ``{}``,
+    so the receptive-field sweep reuses the comparison's 11 × 11 network of the same seed."""
+    from ..models import MODELS
+
+    defaults = MODELS[model].options if model in MODELS else {}
+    return {k: options[k] for k in sorted(options) if not (k in defaults and _jsonable(defaults[k]) == _jsonable(options[k]))}
 
 
 def _cohort_identity(index: CohortIndex) -> dict[str, Any]:
@@ -169,6 +179,7 @@ def train_or_reuse(
                 done_epochs = int(src.training["epoch"])
                 stopped = bool(src.training.get("stopped"))
         cfg.setdefault("patience", 0)
+        cfg["model_options"] = canonical_options(model, cfg.get("model_options") or {})
         diff = [k for k in _SETTING_KEYS if k != "epochs" and _jsonable(cfg.get(k)) != _jsonable(want[k])]
         why += [f"{k} {cfg.get(k)!r} → {want[k]!r}" for k in diff]
         if bad.exists():
