@@ -22,7 +22,7 @@ Defaults keep a CPU run at a few minutes (``--size 128``, training batch 4); on 
 batch of 50 and 350² slices with bf16 autocast. Prints Markdown.
 
 Run: ``.venv/bin/python benchmarks/bench_networks.py [--threads 1] [--models proposed,cohen2018]
-[--size 96] [--train-batch 2] [--width 0.5] [--match-seconds 9.9] [--devices cpu]`` — on a shared
+[--size 96] [--train-batch 2] [--width 0.5] [--match-seconds 9.9] [--devices cpu] [--rounds 5]`` — on a shared
 CPU, ``--threads 1`` gives stable numbers (two threads on two busy cores were 2–30× slower and
 erratic); the peak is then the one-thread peak. About 1–3 min on a 2-core CPU.
 """
@@ -106,19 +106,20 @@ def train_rate(net, dev: torch.device, batch: int, steps: int, patch: int, slice
 
 @contextlib.contextmanager
 def plain_inference(net):
-    """The network as before the inference layout work: NCHW on the CPU and dense blocks that
-    concatenate. Instance attributes shadow the class defaults (``cpu_channels_last``,
-    ``TemporalDenseBlock.fast_inference``) for the duration and are removed after."""
+    """The network as before the inference work: NCHW on the CPU, dense blocks that concatenate,
+    batch norms not folded. Instance attributes shadow the class defaults (``cpu_channels_last``,
+    ``fold_inference``, ``TemporalDenseBlock.fast_inference``) for the duration and are removed after."""
     from mrfrecon.models.layers import TemporalDenseBlock
 
     blocks = [m for m in net.modules() if isinstance(m, TemporalDenseBlock)]
     net.cpu_channels_last = False
+    net.fold_inference = False
     for b in blocks:
         b.fast_inference = False
     try:
         yield
     finally:
-        del net.cpu_channels_last
+        del net.cpu_channels_last, net.fold_inference
         for b in blocks:
             del b.fast_inference
 
@@ -199,6 +200,8 @@ def main() -> None:
     ap.add_argument("--match-size", type=int, default=350, help="slice size for the matching timing (0: skip)")
     ap.add_argument("--match-seconds", type=float, default=None, help="use this matching time per 350² slice instead")
     ap.add_argument("--no-loader", action="store_true", help="skip the patch-cutting rate")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="interleaved inference rounds (public path, plain path, each bracketed by peak measurements)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args()
     if args.threads:
@@ -232,7 +235,7 @@ def main() -> None:
         batch = args.train_batch or (50 if cuda else 4)
         tslice = args.train_slice or (352 if cuda else 96)
         steps = args.steps or (20 if cuda else 3)
-        # the machine may be shared: the peak is measured before every network and the largest kept
+        # the machine may be shared: the peak is measured around every timed part (see below)
         peak_fn = (lambda: bf16_peak_gflops(dev)) if cuda else (lambda: matmul_peak_gflops(device=dname))
         peaks = [peak_fn()]
         peak32 = matmul_peak_gflops(device=dname) if cuda else peaks[0]
@@ -244,21 +247,38 @@ def main() -> None:
             n_in, n_out = sample_shape(net, args.patch, tslice)
             fwd_macs = count_macs(net, (1, net.in_channels, n_in, n_in))
             nb = (args.slice_batch or (8 if cuda else 2)) if net.kind == "slice" else batch
+            p_before = peak_fn()
             rate, _ = train_rate(net, dev, nb, steps, args.patch, tslice)
+            p_after = peak_fn()
+            peaks += [p_before, p_after]
             train_gflops = rate * 3 * 2 * fwd_macs / 1e9
+            train_frac = train_gflops / max(p_before, p_after)
 
             m = net.margin
             macs_s = count_macs(net, (1, net.in_channels, size + 2 * m, size + 2 * m))
             macs_350 = count_macs(net, (1, net.in_channels, PAPER_SIZE + 2 * m, PAPER_SIZE + 2 * m))
             # the baseline in the same run (NCHW, concatenating dense blocks), interleaved with the
-            # public path and the fastest of three kept: single timings vary by ±15 % on this CPU
-            t_scan = t_plain = float("inf")
-            for _ in range(3):
-                t_scan = min(t_scan, inference_time(net, dev, args.slices, size, args.frames))
+            # public path; each round brackets both with a matmul-peak measurement and divides by the
+            # larger of the two: this CPU's speed drifts by up to 1.6× within minutes (a shared host),
+            # so a peak taken at another moment than the network's run can move the fraction more
+            # than any change of the code. The median round is reported, with the range.
+            per_round = []
+            for _ in range(args.rounds):
+                p_before = peak_fn()
+                t_pub = inference_time(net, dev, args.slices, size, args.frames)
                 with plain_inference(net):
-                    t_plain = min(t_plain, inference_time(net, dev, args.slices, size, args.frames))
+                    t_pl = inference_time(net, dev, args.slices, size, args.frames)
+                p_after = peak_fn()
+                peaks += [p_before, p_after]
+                ref_peak = max(p_before, p_after)
+                gf = args.slices * 2 * macs_s / 1e9
+                per_round.append((t_pub, t_pl, gf / t_pub / ref_peak, gf / t_pl / ref_peak))
+            t_scan = float(np.median([r[0] for r in per_round]))
+            t_plain = float(np.median([r[1] for r in per_round]))
+            fr_pub = sorted(r[2] for r in per_round)
+            fr_plain = sorted(r[3] for r in per_round)
+            ratio = float(np.median([r[1] / r[0] for r in per_round]))
             inf_gflops = args.slices * 2 * macs_s / t_scan / 1e9
-            plain_gflops = args.slices * 2 * macs_s / t_plain / 1e9
             t_scan_350 = t_scan * macs_350 / macs_s * PAPER_SLICES / args.slices
             t_slice_350 = t_scan_350 / PAPER_SLICES
 
@@ -270,28 +290,34 @@ def main() -> None:
                 sample_scale = 1.0
             t_epoch = epoch_samples * sample_scale / rate + PAPER_VAL_SCANS * t_scan_350
             rows.append((name, rate, train_gflops, t_epoch, t_scan_350, inf_gflops, 2 * macs_350 / 1e12, t_match / t_slice_350,
-                         plain_gflops, t_plain / t_scan))
+                         fr_pub, fr_plain, ratio, train_frac))
             del net
             if cuda:
                 torch.cuda.empty_cache()
-            peaks.append(peak_fn())
         peak = max(peaks)
         print(f"## {dname} ({prec}; matmul peak {peak:,.0f} GFLOP/s, the largest of {len(peaks)} measurements "
               f"(smallest {min(peaks):,.0f}){f'; fp32 {peak32:,.0f}' if cuda else ''})\n")
         print(f"Training: batch {batch} (fang2018: {args.slice_batch or (8 if cuda else 2)} slices of {tslice}²), {steps} timed steps ({'mean' if cuda else 'fastest'}). Inference: {args.slices} slices of {size}²"
               f"{' (time extrapolated to 350² by the MAC ratio)' if size != PAPER_SIZE else ''}.\n")
+        print(f"Fractions of peak: training ÷ the larger of the peaks measured just before and after its steps; inference per round (of {args.rounds}), the scan's GFLOP/s ÷ the larger of the two "
+              "peaks measured just before and after it; median [smallest–largest].\n")
         print("| network | train samples/s | train GFLOP/s (% peak) | paper epoch (train + val) | scan 5×350² | "
-              "GFLOP/s (% peak) | plain NCHW GFLOP/s (% peak) | plain ÷ this | TFLOP/slice | matching ÷ network per slice |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        for name, rate, train_gflops, t_epoch, t_scan_350, inf_gflops, tflop, speedup, plain_gflops, ratio in rows:
-            print(f"| {name} | {rate:,.1f} | {train_gflops:,.0f} ({100 * train_gflops / peak:.0f} %) | "
-                  f"{_hms(t_epoch)} | {t_scan_350:.2f} s | {inf_gflops:,.0f} ({100 * inf_gflops / peak:.0f} %) | "
-                  f"{plain_gflops:,.0f} ({100 * plain_gflops / peak:.0f} %) | {ratio:.2f} | "
-                  f"{tflop:.3f} | {speedup:,.2f} |")
+              "GFLOP/s | % of the adjacent peak | plain NCHW: % of the adjacent peak | plain ÷ this (median) | "
+              "TFLOP/slice | matching ÷ network per slice |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for name, rate, train_gflops, t_epoch, t_scan_350, inf_gflops, tflop, speedup, fr_pub, fr_plain, ratio, tfr in rows:
+            print(f"| {name} | {rate:,.1f} | {train_gflops:,.0f} ({100 * tfr:.0f} %) | "
+                  f"{_hms(t_epoch)} | {t_scan_350:.2f} s | {inf_gflops:,.0f} | {_pct(fr_pub)} | {_pct(fr_plain)} | "
+                  f"{ratio:.2f} | {tflop:.3f} | {speedup:,.2f} |")
         print()
     print("Training rates exclude patch cutting (workers × the loader rate must exceed the training rate). "
           "fang2018's sample is one whole slice of --train-slice² pixels; its epoch projection scales it to 352² by MACs. "
           "The paper epoch adds the validation of 20 scans at the inference time measured here.")
+
+
+def _pct(fractions: list[float]) -> str:
+    """'median % [smallest–largest]' of sorted fractions."""
+    return f"**{100 * float(np.median(fractions)):.0f} %** [{100 * fractions[0]:.0f}–{100 * fractions[-1]:.0f}]"
 
 
 def _hms(seconds: float) -> str:

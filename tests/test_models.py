@@ -260,3 +260,71 @@ def test_macs():
     # the U-Net's pooled levels cost a quarter / sixteenth per output pixel
     f = build("fang2018", frames=175)
     assert count_macs(f, (1, 350, 64, 64)) == flops_per_pixel(f) / 2 * 64 * 64
+
+
+def _trained_like_batch_norms(net, gen):
+    """Running statistics and affine parameters as after training, some scales negative."""
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5, generator=gen)
+            m.running_var.uniform_(0.3, 2.0, generator=gen)
+            m.weight.data.uniform_(-1.5, 1.5, generator=gen)
+            m.weight.data[0] = 0.0  # a dead channel: BN output is its shift alone
+            m.bias.data.uniform_(-0.3, 0.3, generator=gen)
+
+
+@pytest.mark.parametrize("rf,width,head_bn", [(1, 0.05, True), (3, 0.05, False), (11, 0.05, True), (15, 0.04, True)])
+def test_folded_inference_equals_the_layer_by_layer_forward(rf, width, head_bn):
+    """Eval-mode CPU inference with the batch norms folded into the convolutions after them
+    (mrfrecon.models.folded) against PyTorch's own conv → ReLU → BN layers, in float64."""
+    from mrfrecon.models import build
+
+    gen = torch.Generator().manual_seed(rf)
+    net = build("proposed", frames=6, maps=3, receptive_field=rf, width=width, head_batchnorm=head_bn).double()
+    _trained_like_batch_norms(net, gen)
+    net.eval()
+    x = torch.randn(2, 12, 32 + rf - 1 + 3, 32 + rf - 1, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        got = net(x)
+        net.fold_inference = False
+        ref = net(x)
+    assert got.shape == ref.shape == (2, 3, 35, 32)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_folded_inference_follows_training_and_loaded_weights():
+    """The folded weights are rebuilt when parameters or running statistics change (an optimizer
+    step, a training-mode pass, load_state_dict), and the network works in inference mode and
+    out of it in turn."""
+    from mrfrecon.models import build
+
+    gen = torch.Generator().manual_seed(0)
+    net = build("proposed", frames=4, maps=3, width=0.05)
+    x = torch.randn(1, 8, 44, 44, generator=gen)
+
+    def both():
+        net.eval()
+        with torch.no_grad():
+            got = net(x)
+            net.fold_inference = False
+            ref = net(x)
+            del net.fold_inference
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+        return got
+
+    first = both()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    net.train()
+    net(x).square().mean().backward()  # also updates the running statistics
+    opt.step()
+    second = both()
+    assert not torch.allclose(first, second)
+    other = build("proposed", frames=4, maps=3, width=0.05)
+    _trained_like_batch_norms(other, gen)
+    net.load_state_dict(other.state_dict())
+    third = both()
+    with torch.inference_mode():
+        in_mode = net.eval()(x)
+    torch.testing.assert_close(in_mode, third)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), third)
