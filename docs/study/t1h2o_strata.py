@@ -2,7 +2,11 @@
 T1H2O evaluation mask (foreground ∧ reference FF < 0.65, paper section 2.3), the RMSE (ms) of each
 method against the reference (dictionary matching: the training target) and against the truth,
 the spread of both maps, and how far the reference itself is from the truth (the label noise the
-networks were trained on). Pooled over the voxels of the test subjects.
+networks were trained on). Pooled over the voxels of the test subjects. Then what the training
+loss sees (training subjects, the shipped checkpoints' min–max map normalization): per map the
+variance of the normalized target over the foreground — the loss a constant leaves — and the share
+of T1H2O's that comes from voxels with reference FF ≥ 0.65, where the loss includes T1H2O but the
+evaluation does not.
 
 Run: ``.venv/bin/python docs/study/t1h2o_strata.py /work/study/cohort > docs/study/t1h2o_strata.md``
 (the study cohort: ``mrfrecon simulate --preset study --workers 2 --out <dir>``; the shipped
@@ -84,6 +88,31 @@ def main(root: str) -> None:
             et = np.concatenate(pooled[(m, "truth", k)])
             cells.append(f"{np.sqrt(np.mean(er ** 2)):.0f} / {np.sqrt(np.mean(et ** 2)):.0f}")
         print("| " + " | ".join(cells) + " |")
+    loss_share(index, cks["proposed"].map_norm)
+
+
+def loss_share(index: CohortIndex, norm) -> None:
+    """Per map: normalization range, foreground variance of the normalized training target, and
+    for T1H2O the part of its sum of squares in voxels with reference FF ≥ 0.65."""
+    vals: dict[str, list[np.ndarray]] = {n: [] for n in norm.names}
+    fat: list[np.ndarray] = []
+    for p in index.paths("train"):
+        scan = load_scan(p, series=False)
+        fg = scan.foreground
+        a = norm.normalize(scan.reference, fg)  # (slices, M, y, x)
+        for i, n in enumerate(norm.names):
+            vals[n].append(a[:, i][fg])
+        fat.append(scan.reference["ff"][fg] >= 0.65)
+    f = np.concatenate(fat)
+    print(f"\nWhat the loss sees ({len(index.paths('train'))} training subjects, reference maps normalized by the "
+          "shipped checkpoints' training range):\n")
+    print("| map | normalization range | foreground variance (normalized) | share of the sum of squares in voxels with "
+          "reference FF ≥ 0.65 | variance inside the T1H2O mask (FF < 0.65) |\n|---|---|---|---|---|")
+    for n, lo, hi in zip(norm.names, norm.minimum, norm.maximum, strict=True):
+        v = np.concatenate(vals[n]).astype(np.float64)
+        ss = (v - v.mean()) ** 2
+        print(f"| {n} | {lo:.4g}–{hi:.4g} | {v.var():.2e} | {ss[f].sum() / ss.sum():.0%} | {v[~f].var():.2e} |")
+    print(f"\nVoxels with reference FF ≥ 0.65: {f.mean():.1%} of the training foreground.")
 
 
 if __name__ == "__main__":
