@@ -299,3 +299,30 @@ def test_dense_block_inference_path_equals_concatenation(layout):
         fast = block(x)
     assert fast.shape == ref.shape == (2, 7 + 4 * 5, 9, 6)
     torch.testing.assert_close(fast, ref.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_patch_dataset_cuts_per_map_loss_masks_where_given():
+    from mrfrecon.data import PatchDataset, PatchGrid
+
+    rng = np.random.default_rng(0)
+    series = (rng.standard_normal((1, 3, 20, 20)) + 1j * rng.standard_normal((1, 3, 20, 20))).astype(np.complex64)
+    maps = rng.random((1, 2, 20, 20)).astype(np.float32)
+    fg = np.zeros((1, 20, 20), bool)
+    fg[:, 2:18, 3:17] = True
+    per_map = np.stack([fg, fg & (rng.random((1, 20, 20)) < 0.5)], axis=1)
+    grid = PatchGrid((8, 8), 2)
+    plain = PatchDataset([series], [maps], [fg], grid=grid)
+    masked = PatchDataset([series], [maps], [fg], grid=grid, map_masks=[per_map])
+    assert len(plain) == len(masked) > 0
+    for i in range(len(plain)):
+        _, _, z, y0, x0 = (0, 0, *plain.index[i][1:])
+        x1, t1, m1 = plain[i]
+        x2, t2, m2 = masked[i]
+        assert torch.equal(x1, x2) and torch.equal(t1, t2) and m1.shape == (1, 8, 8) and m2.shape == (2, 8, 8)
+        win = np.zeros((2, 8, 8), bool)
+        ys, xs = slice(y0, min(y0 + 8, 20)), slice(x0, min(x0 + 8, 20))
+        win[:, : ys.stop - y0, : xs.stop - x0] = per_map[z][:, ys, xs]
+        assert np.array_equal(m2.numpy() > 0, win)
+        assert torch.equal(m2[0], m1[0])
+    with pytest.raises(MrfreconError, match="map masks"):
+        PatchDataset([series], [maps], [fg], grid=grid, map_masks=[per_map[:, :1]])

@@ -257,3 +257,51 @@ def test_mixed_precision_only_on_cuda():
     if torch.cuda.is_available():
         assert autocast_for(torch.device("cuda"), "fp16")[0] == torch.float16
         assert autocast_for(torch.device("cuda"), "off")[0] is None
+
+
+def test_t1h2o_loss_mask_evaluation_drops_water_poor_voxels_from_the_t1h2o_loss(cohort, tmp_path):
+    """``t1h2o_loss_mask="evaluation"``: the T1H2O channel's loss mask is the evaluation mask
+    (foreground ∧ target FF < 0.65), the other maps keep the foreground; a T1H2O error confined to
+    fat voxels then costs nothing; the setting is stored and a resume with the other one refused."""
+    from mrfrecon.data import masked_mse
+    from mrfrecon.io import CohortIndex, load_scan
+    from mrfrecon.metrics import FF_THRESHOLD
+    from mrfrecon.training import train
+    from mrfrecon.training.loop import _loss_masks
+
+    class _Data:  # the part of TrainData that _loss_masks reads
+        def __init__(self, scans):
+            self.train = [type("S", (), {"target": sc.reference, "foreground": sc.foreground}) for sc in scans]
+
+    scans = [load_scan(p, series=False) for p in CohortIndex.load(cohort).paths("train")]
+    for sc in scans:  # a fatty region in every scan (the synthetic FF seldom exceeds 0.65)
+        ff = sc.reference["ff"].copy()
+        ff[:, :, :8][sc.foreground[:, :, :8]] = 0.9
+        sc.reference = {**sc.reference, "ff": ff}
+    cfg = {"maps": ["t1h2o", "ff", "b1"], "t1h2o_loss_mask": "evaluation"}
+    masks = _loss_masks(_Data(scans), cfg)
+    assert _loss_masks(_Data(scans), {**cfg, "t1h2o_loss_mask": "foreground"}) is None
+    tested = 0
+    for sc, m in zip(scans, masks, strict=True):
+        fat = sc.foreground & (sc.reference["ff"] >= FF_THRESHOLD)
+        assert fat[0].any() and (sc.foreground[0] & ~fat[0]).any()
+        tested += 1
+        assert m.shape == (sc.foreground.shape[0], 3, *sc.foreground.shape[1:])
+        assert np.array_equal(m[:, 0], sc.foreground & ~fat)
+        assert np.array_equal(m[:, 1], sc.foreground) and np.array_equal(m[:, 2], sc.foreground)
+        # an error in T1H2O only, only in fat voxels: zero loss with these masks, not with the foreground
+        t = torch.zeros((1, 3, *sc.foreground.shape[1:]))
+        pred = t.clone()
+        pred[0, 0][torch.from_numpy(fat[0])] = 1.0
+        assert masked_mse(pred, t, torch.from_numpy(m[:1]).float()).item() == 0.0
+        assert masked_mse(pred, t, torch.from_numpy(sc.foreground[:1, None]).float()).item() > 0.0
+    assert tested > 0  # some training scan has fat voxels in its first slice
+
+    kw = dict(preset="tiny", width=0.1, patch=8, seed=3, log=None)
+    train("cohen2018", cohort, tmp_path / "a", epochs=1, t1h2o_loss_mask="evaluation", **kw)
+    assert torch.load(tmp_path / "a" / "checkpoint_last.pt", weights_only=False)["training"]["config"][
+        "t1h2o_loss_mask"] == "evaluation"
+    with pytest.raises(MrfreconError, match="different settings.*t1h2o_loss_mask"):
+        train("cohen2018", cohort, tmp_path / "a", epochs=2, resume=True, **kw)
+    with pytest.raises(MrfreconError, match="t1h2o_loss_mask"):
+        train("cohen2018", cohort, tmp_path / "b", epochs=1, t1h2o_loss_mask="water", **kw)

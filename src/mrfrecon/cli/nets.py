@@ -33,6 +33,9 @@ _MODELS = ["proposed", "cohen2018", "fang2018", "balsiger2018"]
               help="Override the preset's number of epochs (the cap with --patience).")
 @click.option("--patience", type=Num(0, 100_000, integer=True), default=None,
               help="Early stopping after this many epochs without a better validation NRMSE (0: off; default: the preset's).")
+@click.option("--t1h2o-loss-mask", type=click.Choice(["foreground", "evaluation"]), default=None,
+              help="Where the T1H2O loss counts: every foreground voxel (the paper) or only where the target FF < 0.65, "
+                   "the voxels scored (a deviation; default: the preset's).")
 @click.option("--batch-size", type=Num(1, 65_536, integer=True), default=None, help="Override the preset's (global) batch size.")
 @click.option("--lr", type=Num(0.0, 10.0, lo_open=True), default=None, help="Override the learning rate (paper: 1e-3).")
 @click.option("--width", type=Num(0.0, 16.0, lo_open=True), default=None, help="Channel-width multiplier (paper networks: 1.0).")
@@ -46,7 +49,7 @@ _MODELS = ["proposed", "cohen2018", "fang2018", "balsiger2018"]
               help="DataLoader worker processes (default: 0 on CPU, half the cores up to 8 on CUDA).")
 @click.option("--half-inputs", is_flag=True,
               help="Hold the normalized series as float16 in memory (half the RAM; paper scale ~32 GB instead of ~64).")
-def train_cmd(model, cohort, out, preset, target, epochs, patience, batch_size, lr, width, patch, receptive_field, seed, resume,
+def train_cmd(model, cohort, out, preset, target, epochs, patience, t1h2o_loss_mask, batch_size, lr, width, patch, receptive_field, seed, resume,
               amp, workers, half_inputs) -> None:
     """Train a network on a cohort; keeps the model with the best validation NRMSE."""
     import sys
@@ -58,7 +61,8 @@ def train_cmd(model, cohort, out, preset, target, epochs, patience, batch_size, 
     if options and model != "proposed":
         raise MrfreconError("--receptive-field applies to --model proposed only")
     best = train(model, cohort, out, preset=preset, target=target, seed=seed, epochs=epochs, batch_size=batch_size,
-                 lr=lr, width=width, patch=patch, model_options=options, patience=patience, resume=resume, amp=amp,
+                 lr=lr, width=width, patch=patch, model_options=options, patience=patience,
+                 t1h2o_loss_mask=t1h2o_loss_mask, resume=resume, amp=amp,
                  workers=workers, half_inputs=half_inputs, log=click.echo, show_progress=sys.stderr.isatty())
     click.echo(f"best checkpoint: {best}")
 

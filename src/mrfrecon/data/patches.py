@@ -157,8 +157,13 @@ class PatchDataset(Dataset):
     grid
         Used when ``index`` is not given.
 
+    map_masks
+        Optional, per scan, bool (slices, M, y, x): a loss mask per map (e.g. T1H2O only where
+        the target FF < 0.65); the items' mask is then (M, out_h, out_w). Patches are still
+        chosen by ``foregrounds``.
+
     Each item is a tuple of float32 tensors: input (2T, in_h, in_w), target (M, out_h, out_w)
-    and foreground mask (1, out_h, out_w), where in = out + 2·margin.
+    and foreground mask (1, out_h, out_w) (or the per-map masks), where in = out + 2·margin.
 
     Cutting a 42 × 42 × 350-channel patch reads 175 × 42 short rows scattered over the frames
     (a few ms per sample on a busy CPU core); use the DataLoader's ``num_workers`` so the GPU
@@ -172,6 +177,7 @@ class PatchDataset(Dataset):
         foregrounds: Sequence[np.ndarray],
         index: PatchIndex | None = None,
         grid: PatchGrid | None = None,
+        map_masks: Sequence[np.ndarray] | None = None,
     ) -> None:
         if not (len(series) == len(maps) == len(foregrounds)) or not series:
             raise MrfreconError(f"{len(series)} series, {len(maps)} map sets, {len(foregrounds)} foregrounds")
@@ -194,6 +200,13 @@ class PatchDataset(Dataset):
         if len(channels) != 1:
             raise MrfreconError(f"scans differ in their number of frames: channels {sorted(channels)}")
         self.channels = channels.pop()
+        self.map_masks = None if map_masks is None else [np.asarray(a, dtype=bool) for a in map_masks]
+        if self.map_masks is not None:
+            if len(self.map_masks) != len(self.maps):
+                raise MrfreconError(f"{len(self.map_masks)} map masks for {len(self.maps)} scans")
+            for k, (a, m) in enumerate(zip(self.map_masks, self.maps, strict=True)):
+                if a.shape != m.shape:
+                    raise MrfreconError(f"scan {k}: map masks {a.shape} and maps {m.shape} do not match")
         self.index = index
         self.grid = index.grid
 
@@ -214,7 +227,8 @@ class PatchDataset(Dataset):
         else:
             _paste_window(x, src, y0 - m, x0 - m)
         target = crop_padded(self.maps[s][z], y0, x0, oh, ow)
-        mask = crop_padded(self.foregrounds[s][z][None], y0, x0, oh, ow)
+        masks = self.foregrounds[s][z][None] if self.map_masks is None else self.map_masks[s][z]
+        mask = crop_padded(masks, y0, x0, oh, ow)
         return (
             torch.from_numpy(x),
             torch.from_numpy(target),

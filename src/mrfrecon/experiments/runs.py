@@ -32,7 +32,7 @@ from .common import MAPS, Log, _quiet
 __all__ = ["RunInfo", "RunSpec", "canonical_options", "run_settings", "train_or_reuse", "train_runs"]
 
 _SETTING_KEYS = ("model", "target", "maps", "seed", "epochs", "patience", "batch_size", "lr", "width", "patch",
-                 "validate_every", "model_options")
+                 "validate_every", "model_options", "t1h2o_loss_mask")
 DIVERGED = "diverged.txt"
 #: Relative training cost per epoch (measured at the study preset, one thread): the order in which
 #: :func:`train_runs` starts runs, longest first, so that the last ones to finish are short.
@@ -53,7 +53,8 @@ def run_settings(model: str, preset: str, *, target: str, seed: int, epochs: int
             "batch_size": int(p["batch_size"] if batch_size is None else batch_size),
             "lr": float(p["learning_rate"]), "width": float(p["width"] if width is None else width),
             "patch": int(p["patch"] if patch is None else patch), "validate_every": int(p.get("validate_every", 1)),
-            "model_options": canonical_options(model, model_options or {})}
+            "model_options": canonical_options(model, model_options or {}),
+            "t1h2o_loss_mask": str(p.get("t1h2o_loss_mask", "foreground"))}
 
 
 def canonical_options(model: str, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -179,6 +180,7 @@ def train_or_reuse(
                 done_epochs = int(src.training["epoch"])
                 stopped = bool(src.training.get("stopped"))
         cfg.setdefault("patience", 0)
+        cfg.setdefault("t1h2o_loss_mask", "foreground")  # runs from before the option
         cfg["model_options"] = canonical_options(model, cfg.get("model_options") or {})
         diff = [k for k in _SETTING_KEYS if k != "epochs" and _jsonable(cfg.get(k)) != _jsonable(want[k])]
         why += [f"{k} {cfg.get(k)!r} → {want[k]!r}" for k in diff]

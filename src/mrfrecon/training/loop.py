@@ -49,7 +49,12 @@ class TrainingDiverged(MrfreconError):
 
 # Settings that must agree between a run and its resumption (anything else may change).
 _RESUME_KEYS = ("model", "spec", "target", "maps", "seed", "batch_size", "lr", "patch", "half_inputs",
-                "train_subjects", "val_subjects", "world_size", "sequence_digest")
+                "train_subjects", "val_subjects", "world_size", "sequence_digest", "t1h2o_loss_mask")
+#: Where the T1H2O term of the loss counts: every foreground voxel (the paper and its code), or
+#: only where the target FF < 0.65 — the voxels the evaluation scores (paper, section 2.3).
+#: Elsewhere the reference T1H2O of water-poor voxels is dictionary-matching noise: at the study
+#: preset 92 % of the T1H2O target's variance lies there (docs/study/t1h2o_strata.md).
+T1H2O_LOSS_MASKS = ("foreground", "evaluation")
 
 
 # ============================================================================ validation
@@ -105,7 +110,8 @@ def _log_csv(rows: list[dict[str, Any]], maps: Sequence[str]) -> str:
 
 def _resolve_config(model: str, preset: str, target: str, maps: Sequence[str], seed: int, epochs: int | None,
                     batch_size: int | None, lr: float | None, width: float | None, patch: int | None,
-                    model_options: dict[str, Any] | None, patience: int | None = None) -> dict[str, Any]:
+                    model_options: dict[str, Any] | None, patience: int | None = None,
+                    t1h2o_loss_mask: str | None = None) -> dict[str, Any]:
     p = load_preset(preset)["training"]
     cfg = {
         "model": model, "preset": preset, "target": target, "maps": list(maps), "seed": int(seed),
@@ -118,7 +124,12 @@ def _resolve_config(model: str, preset: str, target: str, maps: Sequence[str], s
         # early stopping: epochs without a new best validation NRMSE before the run stops (0: off)
         "patience": int(p.get("patience", 0) if patience is None else patience),
         "model_options": dict(model_options or {}),
+        "t1h2o_loss_mask": str(p.get("t1h2o_loss_mask", "foreground") if t1h2o_loss_mask is None else t1h2o_loss_mask),
     }
+    if cfg["t1h2o_loss_mask"] not in T1H2O_LOSS_MASKS:
+        raise MrfreconError(f"t1h2o_loss_mask: expected one of {', '.join(T1H2O_LOSS_MASKS)}, got {cfg['t1h2o_loss_mask']!r}")
+    if cfg["t1h2o_loss_mask"] == "evaluation" and not {"t1h2o", "ff"} <= set(maps):
+        raise MrfreconError("t1h2o_loss_mask evaluation: needs the t1h2o and ff maps among the targets")
     if model not in MODELS:
         raise MrfreconError(f"unknown model {model!r}; known models: {', '.join(MODELS)}")
     if target not in TARGETS:
@@ -151,6 +162,7 @@ def train(
     patch: int | None = None,
     model_options: dict[str, Any] | None = None,
     patience: int | None = None,
+    t1h2o_loss_mask: str | None = None,
     resume: bool = False,
     device: str | torch.device | None = None,
     amp: str | bool | None = None,
@@ -185,6 +197,10 @@ def train(
         Early stopping: the run ends after ``patience`` validated epochs without a new best
         validation NRMSE (``epochs`` is then the cap); 0 trains all ``epochs``. Default: the
         preset's ``patience`` (0 where it has none).
+    t1h2o_loss_mask
+        ``"foreground"`` (the paper: the T1H2O loss over every foreground voxel) or
+        ``"evaluation"`` (only where the target FF < 0.65; :data:`T1H2O_LOSS_MASKS`). Default:
+        the preset's (``foreground`` where it has none).
     resume
         Continue the run in ``out`` from ``checkpoint_last.pt`` (after its last finished epoch),
         up to ``epochs``; with the same settings the result is identical to an uninterrupted run.
@@ -205,7 +221,7 @@ def train(
         (default: when stderr is a terminal).
     """
     cfg = _resolve_config(model, preset, target, tuple(maps), seed, epochs, batch_size, lr, width, patch, model_options,
-                          patience)
+                          patience, t1h2o_loss_mask)
     cfg["half_inputs"] = bool(half_inputs)
     dst, dev = init_distributed(device)
     # one writer per run folder (rank 0 writes it; other ranks of the same run do not lock)
@@ -298,7 +314,8 @@ def _setup(model: str, cohort: Path, out: Path, dst: Dist, dev: torch.device, cf
         check_memory(2 * cfg["batch_size"] * side * side * 2 * data.frames * 4,
                      f"--patch {cfg['patch']} (batch {cfg['batch_size']} of {side}² input patches × {data.frames} frames)")
     targets = [data.map_norm.normalize(s.target, s.foreground) for s in data.train]
-    dataset = PatchDataset([s.series for s in data.train], targets, [s.foreground for s in data.train], grid=grid)
+    dataset = PatchDataset([s.series for s in data.train], targets, [s.foreground for s in data.train], grid=grid,
+                           map_masks=_loss_masks(data, cfg))
     if len(dataset) == 0:
         raise MrfreconError(f"{cohort}: the training scans have no foreground: no training patches")
 
@@ -324,9 +341,23 @@ def _setup(model: str, cohort: Path, out: Path, dst: Dist, dev: torch.device, cf
     return run
 
 
+def _loss_masks(data: TrainData, cfg: dict[str, Any]) -> list[np.ndarray] | None:
+    """Per training scan, bool (slices, M, y, x) loss masks for ``t1h2o_loss_mask`` "evaluation"
+    (T1H2O: foreground ∧ target FF < 0.65, the evaluation mask of :func:`mrfrecon.metrics.masks_for`;
+    the other maps: the foreground); None for "foreground" (the dataset's foreground masks)."""
+    if cfg["t1h2o_loss_mask"] == "foreground":
+        return None
+    out = []
+    for s in data.train:
+        masks = masks_for(s.target["ff"], s.foreground, maps=cfg["maps"])
+        out.append(np.stack([masks[m] for m in cfg["maps"]], axis=1))
+    return out
+
+
 def _restore(run: _Run, last: Checkpoint) -> None:
     """Continue from ``checkpoint_last.pt``: weights, optimizer, scaler, progress and RNG states."""
-    path, prev, cfg = last.path, last.training["config"], run.cfg
+    path, prev, cfg = last.path, dict(last.training["config"]), run.cfg
+    prev.setdefault("t1h2o_loss_mask", "foreground")  # runs from before the option
     diff = [k for k in _RESUME_KEYS if prev.get(k) != cfg.get(k)]
     if diff:
         raise MrfreconError(f"{path}: cannot resume with different settings: "
