@@ -8,9 +8,11 @@ variance of the normalized target over the foreground — the loss a constant le
 of T1H2O's that comes from voxels with reference FF ≥ 0.65, where the loss includes T1H2O but the
 evaluation does not.
 
-Run: ``.venv/bin/python docs/study/t1h2o_strata.py /work/study/cohort > docs/study/t1h2o_strata.md``
-(the study cohort: ``mrfrecon simulate --preset study --workers 2 --out <dir>``; the shipped
-checkpoints ``study-proposed`` and ``study-cohen2018``). About 1 min on one core.
+Run: ``.venv/bin/python docs/study/t1h2o_strata.py /work/study/cohort [name=checkpoint.pt ...]
+> docs/study/t1h2o_strata.md`` (the study cohort: ``mrfrecon simulate --preset study --workers 2
+--out <dir>``; the shipped checkpoints ``study-proposed`` and ``study-cohen2018``, and any further
+checkpoint given as ``name=path``, e.g. one trained with ``--t1h2o-loss-mask evaluation``).
+About 30 s on one core.
 """
 
 import sys
@@ -27,15 +29,18 @@ from mrfrecon.metrics import masks_for, nrmse
 from mrfrecon.shipped import resolve_checkpoint
 
 EDGES = (0.0, 0.1, 0.3, 0.5, 1.01)  # ground-truth FF strata
-NETS = ("proposed", "cohen2018")
-METHODS = NETS + ("matching", "matching-box3", "constant")
+SHIPPED = ("proposed", "cohen2018")
+BASELINES = ("matching", "matching-box3", "constant")
 
 
-def main(root: str) -> None:
+def main(root: str, extra: dict[str, str]) -> None:
     torch.set_num_threads(1)
     index = CohortIndex.load(root)
     const = constant_values(index.paths("train"), "reference")
-    cks = {n: load_checkpoint(resolve_checkpoint(f"shipped:study-{n}")) for n in NETS}
+    cks = {n: load_checkpoint(resolve_checkpoint(f"shipped:study-{n}")) for n in SHIPPED}
+    cks.update({n: load_checkpoint(path) for n, path in extra.items()})
+    names = tuple(cks)
+    methods = names + BASELINES
     nets = {n: ck.build_model("cpu") for n, ck in cks.items()}
     pooled: dict[tuple[str, str, int], list[np.ndarray]] = {}
     spread: dict[tuple[str, int], list[np.ndarray]] = {}
@@ -45,21 +50,21 @@ def main(root: str) -> None:
         scan = load_scan(p)
         series, _ = normalize_series(scan.series)
         with torch.inference_mode():
-            pred = {n: predict_normalized(cks[n], nets[n], series, scan.foreground)["t1h2o"] for n in NETS}
+            pred = {n: predict_normalized(cks[n], nets[n], series, scan.foreground)["t1h2o"] for n in names}
         del series
         for b in ("matching", "matching-box3", "constant"):
             pred[b] = baseline_maps(b, scan, const)["t1h2o"]
         ref, gt, gt_ff = scan.reference["t1h2o"], scan.maps["t1h2o"], scan.maps["ff"]
         mask = masks_for(scan.reference["ff"], scan.foreground)["t1h2o"]
         ranges.append((float(np.ptp(ref[mask])), float(np.ptp(gt[mask]))))
-        for m in METHODS:
+        for m in methods:
             whole.setdefault((m, "reference"), []).append(nrmse(pred[m], ref, mask))
             whole.setdefault((m, "truth"), []).append(nrmse(pred[m], gt, mask))
         for k in range(len(EDGES) - 1):
             sel = mask & (gt_ff >= EDGES[k]) & (gt_ff < EDGES[k + 1])
             spread.setdefault(("reference", k), []).append(ref[sel])
             spread.setdefault(("truth", k), []).append(gt[sel])
-            for m in METHODS:
+            for m in methods:
                 pooled.setdefault((m, "reference", k), []).append(pred[m][sel] - ref[sel])
                 pooled.setdefault((m, "truth", k), []).append(pred[m][sel] - gt[sel])
 
@@ -70,11 +75,11 @@ def main(root: str) -> None:
           f"reference {np.median(rr[:, 0]):.0f} ms, truth {np.median(rr[:, 1]):.0f} ms.\n")
     print("Whole mask, mean NRMSE over the test subjects:\n")
     print("| method | against the reference | against the truth |\n|---|---|---|")
-    for m in METHODS:
+    for m in methods:
         print(f"| {m} | {np.mean(whole[(m, 'reference')]):.4f} | {np.mean(whole[(m, 'truth')]):.4f} |")
     print("\nPer stratum of the true FF: voxels, SD of the maps, the reference's RMSE against the truth "
           "(label noise), and each method's RMSE (ms) against the reference / the truth:\n")
-    head = ["true FF", "voxels", "SD truth", "SD reference", "reference vs truth"] + [f"{m} (ref / truth)" for m in METHODS]
+    head = ["true FF", "voxels", "SD truth", "SD reference", "reference vs truth"] + [f"{m} (ref / truth)" for m in methods]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for k in range(len(EDGES) - 1):
         t = np.concatenate(spread[("truth", k)])
@@ -83,7 +88,7 @@ def main(root: str) -> None:
             continue
         cells = [f"{EDGES[k]:.1f}–{min(EDGES[k + 1], 1.0):.1f}", f"{t.size:,}", f"{t.std():.0f}", f"{r.std():.0f}",
                  f"{np.sqrt(np.mean((r - t) ** 2)):.0f}"]
-        for m in METHODS:
+        for m in methods:
             er = np.concatenate(pooled[(m, "reference", k)])
             et = np.concatenate(pooled[(m, "truth", k)])
             cells.append(f"{np.sqrt(np.mean(er ** 2)):.0f} / {np.sqrt(np.mean(et ** 2)):.0f}")
@@ -116,4 +121,5 @@ def loss_share(index: CohortIndex, norm) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "/work/study/cohort")
+    args = sys.argv[1:]
+    main(args[0] if args else "/work/study/cohort", dict(a.split("=", 1) for a in args[1:]))
