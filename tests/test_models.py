@@ -328,3 +328,29 @@ def test_folded_inference_follows_training_and_loaded_weights():
     torch.testing.assert_close(in_mode, third)
     with torch.no_grad():
         torch.testing.assert_close(net(x), third)
+
+
+def test_folded_inference_from_several_threads_keeps_one_buffer_per_live_thread():
+    """Concurrent eval passes on one network from several threads give the single-thread result
+    (each thread has its own scratch buffer) and buffers of ended threads are dropped."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mrfrecon.models import build
+    from mrfrecon.models.folded import _PLANS
+
+    net = build("proposed", frames=4, maps=3, width=0.05).eval()
+    xs = [torch.randn(1, 8, 40 + 2 * i, 44, generator=torch.Generator().manual_seed(i)) for i in range(6)]
+    with torch.no_grad():
+        ref = [net(x) for x in xs]
+
+    def run(x):
+        with torch.no_grad():
+            return net(x)
+
+    with ThreadPoolExecutor(3) as ex:
+        got = list(ex.map(run, xs))
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        net(torch.randn(1, 8, 80, 80))  # a larger buffer here: the ended threads' buffers go
+    assert len(_PLANS[net].scratch) == 1

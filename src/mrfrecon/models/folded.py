@@ -77,6 +77,9 @@ class FoldedPlan:
         me = threading.get_ident()
         flat = self.scratch.get(me)
         if flat is None or flat.numel() < n or flat.dtype != like.dtype or flat.device != like.device:
+            alive = {t.ident for t in threading.enumerate()}
+            for ident in [i for i in list(self.scratch) if i not in alive]:  # threads that have ended
+                self.scratch.pop(ident, None)
             flat = like.new_empty(n)
             self.scratch[me] = flat
         return flat[:n].view(shape)
