@@ -9,8 +9,8 @@ memory of large slices — with identical results (in eval mode, batch norm is p
 Slice networks (fang2018) always take the whole slice; they pad internally to ``size_multiple``.
 
 On the CPU, networks that gain from it (``cpu_channels_last``: Fang et al.'s) run inference in
-the channels-last memory format (NHWC), in which oneDNN's convolutions need no reorders to and
-from their blocked layout around every layer (``benchmarks/bench_layout.py``: Fang 1.26× / 1.09×
+the channels-last memory format (NHWC), in which oneDNN's convolutions need no reorders between
+the tensor and oneDNN's blocked layout around every layer (``benchmarks/bench_layout.py``: Fang 1.26× / 1.09×
 at widths 1 / 0.25; Cohen and Balsiger 0.84–1.08×, the proposed CNN neutral once its dense
 blocks skip their concatenations). The layout changes the order of sums only: maps agree with
 the NCHW pass to float32 rounding.

@@ -45,6 +45,7 @@ def run_settings(model: str, preset: str, *, target: str, seed: int, epochs: int
     """The training settings of a run as stored in a checkpoint's ``config`` (the preset's
     values unless overridden), for comparison with an existing run."""
     from ..presets import load_preset
+    from ..training.loop import DEFAULT_T1H2O_LOSS_MASK
 
     p = load_preset(preset)["training"]
     return {"model": model, "target": target, "maps": list(maps), "seed": int(seed),
@@ -54,7 +55,7 @@ def run_settings(model: str, preset: str, *, target: str, seed: int, epochs: int
             "lr": float(p["learning_rate"]), "width": float(p["width"] if width is None else width),
             "patch": int(p["patch"] if patch is None else patch), "validate_every": int(p.get("validate_every", 1)),
             "model_options": canonical_options(model, model_options or {}),
-            "t1h2o_loss_mask": str(p.get("t1h2o_loss_mask", "foreground"))}
+            "t1h2o_loss_mask": str(p.get("t1h2o_loss_mask", DEFAULT_T1H2O_LOSS_MASK))}
 
 
 def canonical_options(model: str, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -154,6 +155,7 @@ def train_or_reuse(
     from ..checkpoint import load_checkpoint
     from ..models import count_parameters
     from ..training import BEST, LAST, LOG, TrainingDiverged, train
+    from ..training.loop import DEFAULT_T1H2O_LOSS_MASK
 
     run_dir = Path(run_dir)
     want = run_settings(model, preset, target=target, seed=seed, epochs=epochs, width=width, patch=patch,
@@ -180,7 +182,7 @@ def train_or_reuse(
                 done_epochs = int(src.training["epoch"])
                 stopped = bool(src.training.get("stopped"))
         cfg.setdefault("patience", 0)
-        cfg.setdefault("t1h2o_loss_mask", "foreground")  # runs from before the option
+        cfg.setdefault("t1h2o_loss_mask", DEFAULT_T1H2O_LOSS_MASK)  # runs from before the option
         cfg["model_options"] = canonical_options(model, cfg.get("model_options") or {})
         diff = [k for k in _SETTING_KEYS if k != "epochs" and _jsonable(cfg.get(k)) != _jsonable(want[k])]
         why += [f"{k} {cfg.get(k)!r} → {want[k]!r}" for k in diff]

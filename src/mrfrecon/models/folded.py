@@ -16,9 +16,10 @@ its weights and bias. The channels are therefore carried as ``u`` with the true 
   ``a = sign(s)``, ``t = β'`` on to its consumers;
 - the head's BN (no ReLU) folds into the head itself: its output is the true map.
 
-This removes the three elementwise passes of every layer's BN (scale, shift) and its separate
-ReLU pass on the CPU, where they made the dense blocks run at ~50 % of the matmul peak while
-their matrix products alone run at ~90 % (``benchmarks/bench_layout.py``). The folding changes
+This removes every layer's two batch-norm passes (scale, shift) and, in the dense blocks, the
+copy of each layer's output into the block buffer (the product is written there directly); on
+the CPU these made the dense blocks run at 34–52 % of the matmul peak while their matrix
+products alone run at 95–102 % (``benchmarks/bench_folded.py``). The folding changes
 the order of floating-point operations only; the weights are folded in float64. The folded
 weights are cached per module and rebuilt when any parameter or buffer changes (tensor
 version counters), so a network keeps training and predicting in turn. A network keeps its
@@ -64,9 +65,9 @@ class FoldedPlan:
     ops: tuple[_Dense | _Conv, ...]
     key: tuple
     #: Per thread, one flat buffer that every dense block of a pass writes into in turn, kept
-    #: between passes: a fresh 85 MB buffer (paper width, 128² slice) costs ~20,000 page faults,
-    #: 20 % of the block's time on this CPU. Per thread, so that calls from several threads
-    #: on one network do not share it.
+    #: between passes: with a fresh 81 MiB buffer on every pass (paper width, 128² slice) the
+    #: first block takes 1.25× as long — its page faults (``benchmarks/bench_folded.py``). Per
+    #: thread, so that calls from several threads on one network do not share it.
     scratch: dict[int, torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
 
     def buffer(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:

@@ -55,6 +55,7 @@ _RESUME_KEYS = ("model", "spec", "target", "maps", "seed", "batch_size", "lr", "
 #: Elsewhere the reference T1H2O of water-poor voxels is dictionary-matching noise: at the study
 #: preset 92 % of the T1H2O target's variance lies there (docs/study/t1h2o_strata.md).
 T1H2O_LOSS_MASKS = ("foreground", "evaluation")
+DEFAULT_T1H2O_LOSS_MASK = "foreground"  # also what runs from before the option were trained with
 
 
 # ============================================================================ validation
@@ -124,7 +125,8 @@ def _resolve_config(model: str, preset: str, target: str, maps: Sequence[str], s
         # early stopping: epochs without a new best validation NRMSE before the run stops (0: off)
         "patience": int(p.get("patience", 0) if patience is None else patience),
         "model_options": dict(model_options or {}),
-        "t1h2o_loss_mask": str(p.get("t1h2o_loss_mask", "foreground") if t1h2o_loss_mask is None else t1h2o_loss_mask),
+        "t1h2o_loss_mask": str(p.get("t1h2o_loss_mask", DEFAULT_T1H2O_LOSS_MASK) if t1h2o_loss_mask is None
+                               else t1h2o_loss_mask),
     }
     if cfg["t1h2o_loss_mask"] not in T1H2O_LOSS_MASKS:
         raise MrfreconError(f"t1h2o_loss_mask: expected one of {', '.join(T1H2O_LOSS_MASKS)}, got {cfg['t1h2o_loss_mask']!r}")
@@ -345,7 +347,7 @@ def _loss_masks(data: TrainData, cfg: dict[str, Any]) -> list[np.ndarray] | None
     """Per training scan, bool (slices, M, y, x) loss masks for ``t1h2o_loss_mask`` "evaluation"
     (T1H2O: foreground ∧ target FF < 0.65, the evaluation mask of :func:`mrfrecon.metrics.masks_for`;
     the other maps: the foreground); None for "foreground" (the dataset's foreground masks)."""
-    if cfg["t1h2o_loss_mask"] == "foreground":
+    if cfg["t1h2o_loss_mask"] == DEFAULT_T1H2O_LOSS_MASK:
         return None
     out = []
     for s in data.train:
@@ -357,7 +359,7 @@ def _loss_masks(data: TrainData, cfg: dict[str, Any]) -> list[np.ndarray] | None
 def _restore(run: _Run, last: Checkpoint) -> None:
     """Continue from ``checkpoint_last.pt``: weights, optimizer, scaler, progress and RNG states."""
     path, prev, cfg = last.path, dict(last.training["config"]), run.cfg
-    prev.setdefault("t1h2o_loss_mask", "foreground")  # runs from before the option
+    prev.setdefault("t1h2o_loss_mask", DEFAULT_T1H2O_LOSS_MASK)
     diff = [k for k in _RESUME_KEYS if prev.get(k) != cfg.get(k)]
     if diff:
         raise MrfreconError(f"{path}: cannot resume with different settings: "
