@@ -20,20 +20,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, matmul_peak_gflops  # noqa: E402
+from common import best_of, machine, matmul_peak_gflops  # noqa: E402
 
 from mrfrecon.models import build, count_macs  # noqa: E402
 from mrfrecon.models.folded import _dense, plan_for  # noqa: E402
-
-
-def _best(fn, repeat: int = 3) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 @torch.no_grad()
@@ -47,7 +37,7 @@ def stages() -> None:
         items.append((st, h, macs))
         h = st(h)
     p0 = matmul_peak_gflops()
-    times = [_best(lambda st=st, h=h: st(h)) for st, h, _ in items]
+    times = [best_of(lambda st=st, h=h: st(h)) for st, h, _ in items]
     peak = max(p0, matmul_peak_gflops())
     print(f"### 1. Dense-block path per stage (width 1, 128² slice; peak {peak:.0f} GFLOP/s)\n")
     print("| stage | seconds | GFLOP | % of peak |\n|---|---|---|---|")
@@ -67,11 +57,11 @@ def first_block() -> None:
     p0 = matmul_peak_gflops()
     c, cells = 350, []
     for weight, _ in op.layers:
-        t = _best(lambda c=c, weight=weight: torch.mm(rows[:, :c], weight))
+        t = best_of(lambda c=c, weight=weight: torch.mm(rows[:, :c], weight))
         cells.append(f"K = {c}: {100 * 2 * rows.shape[0] * c * weight.shape[1] / t / 1e9 / p0:.0f} %")
         c += weight.shape[1]
-    kept = _best(lambda: _dense(op, x, plan.buffer(shape, x)))
-    fresh = _best(lambda: _dense(op, x, x.new_empty(shape)))
+    kept = best_of(lambda: _dense(op, x, plan.buffer(shape, x)))
+    fresh = best_of(lambda: _dense(op, x, x.new_empty(shape)))
     print(f"\n### 2. First dense block (width 1, 128²; peak {p0:.0f} GFLOP/s)\n")
     print(f"- its four matrix products alone (rows @ weights): {', '.join(cells)} of the peak")
     print(f"- the folded block with the kept scratch buffer {1e3 * kept:.0f} ms, with a fresh "
