@@ -54,6 +54,10 @@ def _proposed_parameters_by_hand(frames: int, maps: int, rf: int) -> int:
         # our reconstructions (choices documented in the modules):
         ("fang2018", {}, 2_016_291),
         ("balsiger2018", {}, 247_747),
+        # batch-norm ablations: BN γ and β (2 per channel) added to DRONE's two hidden layers of 300,
+        # removed from balsiger2018's four 1×1 (256+192+128+64) and two 3×3 (64+64) layers
+        ("cohen2018", {"batchnorm": True}, 196_503 + 2 * 2 * 300),
+        ("balsiger2018", {"batchnorm": False}, 247_747 - 2 * (256 + 192 + 128 + 64 + 64 + 64)),
     ],
 )
 def test_parameter_counts(name, options, expected):
@@ -199,9 +203,12 @@ def test_width_scales_channels():
     [
         ("proposed", {"receptive_field": 15, "width": 0.1}),
         ("proposed", {"receptive_field": 5, "head_batchnorm": False, "width": 0.1}),
+        ("proposed", {"receptive_field": 3, "batchnorm": False, "width": 0.1}),
         ("cohen2018", {"activation": "relu", "width": 0.5}),
         ("fang2018", {"width": 0.25, "unet_widths": [16, 32, 64, 128]}),
         ("balsiger2018", {"width": 0.25}),
+        ("balsiger2018", {"width": 0.25, "batchnorm": False}),
+        ("cohen2018", {"batchnorm": True, "width": 0.5}),
     ],
 )
 def test_spec_rebuilds_identical_architecture(name, options):
@@ -212,6 +219,20 @@ def test_spec_rebuilds_identical_architecture(name, options):
     assert again.spec == net.spec and str(again) == str(net)
     again.load_state_dict(net.state_dict())  # strict: same names and shapes
     assert set(spec) - {"name", "frames", "maps"} == set(MODELS[name].options)
+
+
+def test_batchnorm_ablation_layers():
+    """The ablation options put BN after each hidden activation (DRONE) or take every BN out
+    (balsiger2018), and nothing else changes."""
+    drone = build("cohen2018", frames=3, maps=2, activation="relu", batchnorm=True)
+    kinds = [type(m).__name__ for m in drone.net]
+    assert kinds == ["Conv2d", "ReLU", "BatchNorm2d", "Conv2d", "ReLU", "BatchNorm2d", "Conv2d"]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in build("cohen2018", frames=3).modules())
+    plain = build("balsiger2018", frames=3, maps=2, batchnorm=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in build("balsiger2018", frames=3).modules()) == 6
+    y = plain.eval()(torch.randn(1, 6, 36, 36))
+    assert y.shape == (1, 2, 32, 32)
 
 
 def test_registry_errors():
@@ -273,23 +294,29 @@ def _trained_like_batch_norms(net, gen):
             m.bias.data.uniform_(-0.3, 0.3, generator=gen)
 
 
-@pytest.mark.parametrize("rf,width,head_bn", [(1, 0.05, True), (3, 0.05, False), (11, 0.05, True), (15, 0.04, True)])
-def test_folded_inference_equals_the_layer_by_layer_forward(rf, width, head_bn):
+@pytest.mark.parametrize("rf,width,head_bn,bn", [(1, 0.05, True, True), (3, 0.05, False, True), (11, 0.05, True, True),
+                                                 (15, 0.04, True, True), (5, 0.05, True, False)])
+def test_folded_inference_equals_the_layer_by_layer_forward(rf, width, head_bn, bn):
     """Eval-mode CPU inference with the batch norms folded into the convolutions after them
     (mrfrecon.models.folded) against PyTorch's own conv → ReLU → BN layers, in float64."""
     from mrfrecon.models import build
 
     gen = torch.Generator().manual_seed(rf)
-    net = build("proposed", frames=6, maps=3, receptive_field=rf, width=width, head_batchnorm=head_bn).double()
+    net = build("proposed", frames=6, maps=3, receptive_field=rf, width=width, head_batchnorm=head_bn,
+                batchnorm=bn).double()
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == (25 + max(0, (rf - 11) // 2)) * bn + head_bn
     _trained_like_batch_norms(net, gen)
     net.eval()
     x = torch.randn(2, 12, 32 + rf - 1 + 3, 32 + rf - 1, generator=gen, dtype=torch.float64)
     with torch.no_grad():
         got = net(x)
         net.fold_inference = False
-        ref = net(x)
+        fast = net(x)  # the dense blocks' concatenation-free eval path
+    with torch.enable_grad():
+        ref = net(x).detach()  # PyTorch's layers one by one
     assert got.shape == ref.shape == (2, 3, 35, 32)
     torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
 
 
 def test_folded_inference_follows_training_and_loaded_weights():

@@ -4,6 +4,7 @@ reload, resume equals an uninterrupted run, two-process DDP (gloo), bad input, e
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -305,3 +306,26 @@ def test_t1h2o_loss_mask_evaluation_drops_water_poor_voxels_from_the_t1h2o_loss(
         train("cohen2018", cohort, tmp_path / "a", epochs=2, resume=True, **kw)
     with pytest.raises(MrfreconError, match="t1h2o_loss_mask"):
         train("cohen2018", cohort, tmp_path / "b", epochs=1, t1h2o_loss_mask="water", **kw)
+
+
+def test_train_command_passes_network_options(cohort, tmp_path):
+    """``mrfrecon train --option NAME=VALUE``: the value is read as bool/number/word, reaches the
+    network (stored in the checkpoint's spec) and an unknown or malformed option is one line."""
+    from click.testing import CliRunner
+
+    from mrfrecon.cli import cli
+    from mrfrecon.cli.nets import parse_model_options
+
+    assert parse_model_options(("batchnorm=FALSE", "width=0.5", "receptive-field=7", "activation=relu")) == {
+        "batchnorm": False, "width": 0.5, "receptive_field": 7, "activation": "relu"}
+    common = ["train", "--model", "cohen2018", "--cohort", str(cohort), "--epochs", "1", "--width", "0.1",
+              "--patch", "8"]
+    r = CliRunner().invoke(cli, [*common, "--out", str(tmp_path / "a"), "--option", "batchnorm=true",
+                                 "--option", "activation=relu"], obj={})
+    assert r.exit_code == 0, r.output
+    spec = json.loads(torch.load(tmp_path / "a" / "checkpoint_best.pt", weights_only=False)["meta_json"])["spec"]
+    assert spec["batchnorm"] is True and spec["activation"] == "relu"
+    for bad, says in ((["--option", "depth=3"], "unknown option(s) depth"), (["--option", "batchnorm"], "NAME=VALUE")):
+        r = CliRunner().invoke(cli, [*common, "--out", str(tmp_path / "b"), *bad], obj={})
+        assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output, r.output
+        assert not (tmp_path / "b" / "checkpoint_best.pt").exists()

@@ -41,6 +41,9 @@ _MODELS = ["proposed", "cohen2018", "fang2018", "balsiger2018"]
 @click.option("--width", type=Num(0.0, 16.0, lo_open=True), default=None, help="Channel-width multiplier (paper networks: 1.0).")
 @click.option("--patch", type=Num(1, 1024, integer=True), default=None, help="Output patch size of patch/pixel models (paper: 32).")
 @click.option("--receptive-field", type=Num(1, 21, integer=True), default=None, help="proposed only: 1, 3, ..., 21 (paper 3.2; default 11).")
+@click.option("--option", "model_option", multiple=True, metavar="NAME=VALUE",
+              help="A network option of mrfrecon.models.MODELS (repeatable), e.g. batchnorm=false, activation=relu; "
+                   "true/false, numbers and words are read as such.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoint_last.pt.")
 @click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), default="auto", show_default=True,
@@ -49,8 +52,8 @@ _MODELS = ["proposed", "cohen2018", "fang2018", "balsiger2018"]
               help="DataLoader worker processes (default: 0 on CPU, half the cores up to 8 on CUDA).")
 @click.option("--half-inputs", is_flag=True,
               help="Hold the normalized series as float16 in memory (half the RAM; paper scale ~32 GB instead of ~64).")
-def train_cmd(model, cohort, out, preset, target, epochs, patience, t1h2o_loss_mask, batch_size, lr, width, patch, receptive_field, seed, resume,
-              amp, workers, half_inputs) -> None:
+def train_cmd(model, cohort, out, preset, target, epochs, patience, t1h2o_loss_mask, batch_size, lr, width, patch, receptive_field,
+              model_option, seed, resume, amp, workers, half_inputs) -> None:
     """Train a network on a cohort; keeps the model with the best validation NRMSE."""
     import sys
 
@@ -60,11 +63,39 @@ def train_cmd(model, cohort, out, preset, target, epochs, patience, t1h2o_loss_m
     options = {"receptive_field": receptive_field} if receptive_field is not None else {}
     if options and model != "proposed":
         raise MrfreconError("--receptive-field applies to --model proposed only")
+    options.update(parse_model_options(model_option))
     best = train(model, cohort, out, preset=preset, target=target, seed=seed, epochs=epochs, batch_size=batch_size,
                  lr=lr, width=width, patch=patch, model_options=options, patience=patience,
                  t1h2o_loss_mask=t1h2o_loss_mask, resume=resume, amp=amp,
                  workers=workers, half_inputs=half_inputs, log=click.echo, show_progress=sys.stderr.isatty())
     click.echo(f"best checkpoint: {best}")
+
+
+def _option_value(text: str) -> bool | int | float | str:
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_model_options(items: tuple[str, ...]) -> dict[str, bool | int | float | str]:
+    """``("batchnorm=false", "activation=relu")`` → ``{"batchnorm": False, "activation": "relu"}``;
+    the names are checked against the network's options when it is built."""
+    out: dict[str, bool | int | float | str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise MrfreconError(f"--option {item!r}: expected NAME=VALUE, e.g. batchnorm=false")
+        name = name.strip().replace("-", "_")
+        if name in out:
+            raise MrfreconError(f"--option: {name} given twice")
+        out[name] = _option_value(value)
+    return out
 
 
 @cli.command("predict")

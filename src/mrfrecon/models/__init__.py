@@ -84,7 +84,7 @@ MODELS: dict[str, ModelSpec] = {
             "patch",
             "temporal dense blocks + 3×3 valid spatial blocks, five stages; 42×42 → 32×32",
             "Balsiger et al., MIDL 2019, PMLR 102:27-38",
-            {"receptive_field": 11, "width": 1.0, "head_batchnorm": True},
+            {"receptive_field": 11, "width": 1.0, "head_batchnorm": True, "batchnorm": True},
         ),
         ModelSpec(
             "cohen2018",
@@ -92,7 +92,7 @@ MODELS: dict[str, ModelSpec] = {
             "pixel",
             "fingerprint-wise fully connected 2T → 300 → 300 → M (DRONE)",
             "Cohen, Zhu, Rosen, Magn Reson Med 80:885-894, 2018",
-            {"activation": "tanh", "width": 1.0},
+            {"activation": "tanh", "width": 1.0, "batchnorm": False},
         ),
         ModelSpec(
             "fang2018",
@@ -108,7 +108,7 @@ MODELS: dict[str, ModelSpec] = {
             "patch",
             "1×1 temporal layers + two 3×3 valid convolutions (5×5 receptive field); 36×36 → 32×32",
             "Balsiger et al., MLMIR 2018, LNCS 11074:39-46 (arXiv:1807.06356)",
-            {"width": 1.0},
+            {"width": 1.0, "batchnorm": True},
         ),
     )
 }

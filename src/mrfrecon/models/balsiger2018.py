@@ -52,22 +52,26 @@ class Balsiger2018(MRFNet):
         T temporal frames (input channels 2T) and M output maps.
     width
         Multiplier of every channel width; 1.0 is the network described in the module docstring.
+    batchnorm
+        Batch normalization after every ReLU (default, as the authors' MIDL 2019 layers);
+        ``False`` drops it (``conv → ReLU``), an ablation of what batch statistics do to T1H2O
+        (docs/RESULTS.md).
     """
 
     name = "balsiger2018"
     kind = "patch"
 
-    def __init__(self, frames: int = 175, maps: int = 3, width: float = 1.0) -> None:
+    def __init__(self, frames: int = 175, maps: int = 3, width: float = 1.0, batchnorm: bool = True) -> None:
         super().__init__(frames, maps)
         if not width > 0:
             raise ValueError(f"width must be > 0, got {width!r}")
         layers: list[nn.Module] = []
         c = self.in_channels
         for n in TEMPORAL_WIDTHS:
-            layers.append(ConvReluBN(c, scaled(n, width), 1))
+            layers.append(ConvReluBN(c, scaled(n, width), 1, batchnorm=batchnorm))
             c = scaled(n, width)
         for n in SPATIAL_WIDTHS:
-            layers.append(ConvReluBN(c, scaled(n, width), 3))
+            layers.append(ConvReluBN(c, scaled(n, width), 3, batchnorm=batchnorm))
             c = scaled(n, width)
         self.features = nn.Sequential(*layers)
         self.head = nn.Conv2d(c, self.maps, 1)  # linear output
@@ -76,7 +80,8 @@ class Balsiger2018(MRFNet):
         self.margin = len(SPATIAL_WIDTHS)
         self.output_size = OUTPUT_PATCH
         self.input_size = OUTPUT_PATCH + 2 * self.margin
-        self.spec = {"name": self.name, "frames": self.frames, "maps": self.maps, "width": float(width)}
+        self.spec = {"name": self.name, "frames": self.frames, "maps": self.maps, "width": float(width),
+                     "batchnorm": bool(batchnorm)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2T, y, x) real → (B, M, y − 4, x − 4)."""

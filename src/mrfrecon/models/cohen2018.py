@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import MRFNet, init_weights, scaled
+from .layers import MRFNet, batch_norm, init_weights, scaled
 
 HIDDEN = 300
 ACTIVATIONS = ("tanh", "relu")
@@ -39,12 +39,16 @@ class Cohen2018(MRFNet):
         group's re-implementation: ReLU hidden layers, linear output).
     width
         Multiplier of the hidden layer width (300 at 1.0).
+    batchnorm
+        ``True`` adds batch normalization after each hidden activation (``conv → act → BN``, the
+        MIDL 2019 networks' layer), an ablation: DRONE itself has none (default ``False``).
     """
 
     name = "cohen2018"
     kind = "pixel"
 
-    def __init__(self, frames: int = 175, maps: int = 3, activation: str = "tanh", width: float = 1.0) -> None:
+    def __init__(self, frames: int = 175, maps: int = 3, activation: str = "tanh", width: float = 1.0,
+                 batchnorm: bool = False) -> None:
         super().__init__(frames, maps)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
@@ -52,13 +56,12 @@ class Cohen2018(MRFNet):
             raise ValueError(f"width must be > 0, got {width!r}")
         h = scaled(HIDDEN, width)
         act = nn.Tanh if activation == "tanh" else nn.ReLU
-        layers: list[nn.Module] = [
-            nn.Conv2d(self.in_channels, h, 1),
-            act(),
-            nn.Conv2d(h, h, 1),
-            act(),
-            nn.Conv2d(h, self.maps, 1),
-        ]
+        layers: list[nn.Module] = []
+        for c_in in (self.in_channels, h):
+            layers += [nn.Conv2d(c_in, h, 1), act()]
+            if batchnorm:
+                layers.append(batch_norm(h))
+        layers.append(nn.Conv2d(h, self.maps, 1))
         if activation == "tanh":
             layers.append(nn.Sigmoid())  # maps are normalized to [0, 1]
         self.net = nn.Sequential(*layers)
@@ -70,6 +73,7 @@ class Cohen2018(MRFNet):
             "maps": self.maps,
             "activation": activation,
             "width": float(width),
+            "batchnorm": bool(batchnorm),
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -102,10 +102,14 @@ def _consume(conv: nn.Conv2d, a: torch.Tensor, t: torch.Tensor) -> tuple[torch.T
 
 
 def _layer(layer: ConvReluBN, a: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A ``conv → ReLU → BN`` layer as ``relu(W·u + b)``: (W, b, a_out, t_out), float64."""
-    conv, _, bn = layer
+    """A ``conv → ReLU → BN`` layer as ``relu(W·u + b)``: (W, b, a_out, t_out), float64; a
+    ``conv → ReLU`` layer (``batchnorm=False``) passes on a_out = 1, t_out = 0."""
+    conv = layer[0]
     w, b = _consume(conv, a, t)
-    s, beta = _bn_affine(bn)
+    if len(layer) == 2:
+        ones = w.new_ones(w.shape[0])
+        return w, b, ones, torch.zeros_like(ones)
+    s, beta = _bn_affine(layer[2])
     m = s.abs()
     return w * m[:, None, None, None], b * m, torch.sign(s), beta
 

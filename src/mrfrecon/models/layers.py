@@ -34,15 +34,19 @@ class ConvReluBN(nn.Sequential):
     """``conv k×k (valid or same) → ReLU → BatchNorm``: (B, c_in, y, x) → (B, c_out, y', x').
 
     ``padding=0`` (valid) shrinks each side by ``(k − 1) / 2``; ``padding=(k − 1) // 2`` keeps
-    the size.
+    the size. ``batchnorm=False`` leaves the normalization out (``conv → ReLU``; an ablation,
+    not the authors' layer).
     """
 
-    def __init__(self, c_in: int, c_out: int, kernel_size: int = 1, padding: int = 0) -> None:
-        super().__init__(
+    def __init__(self, c_in: int, c_out: int, kernel_size: int = 1, padding: int = 0,
+                 batchnorm: bool = True) -> None:
+        layers: list[nn.Module] = [
             nn.Conv2d(c_in, c_out, kernel_size, padding=padding, bias=True),
             nn.ReLU(inplace=True),
-            batch_norm(c_out),
-        )
+        ]
+        if batchnorm:
+            layers.append(batch_norm(c_out))
+        super().__init__(*layers)
 
 
 class TemporalDenseBlock(nn.Module):
@@ -53,9 +57,10 @@ class TemporalDenseBlock(nn.Module):
     all layer outputs. Shapes: (B, c_in, y, x) → (B, c_in + layers·growth, y, x).
     """
 
-    def __init__(self, c_in: int, growth: int, layers: int = 4) -> None:
+    def __init__(self, c_in: int, growth: int, layers: int = 4, batchnorm: bool = True) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(ConvReluBN(c_in + i * growth, growth, 1) for i in range(layers))
+        self.layers = nn.ModuleList(ConvReluBN(c_in + i * growth, growth, 1, batchnorm=batchnorm)
+                                    for i in range(layers))
         self.out_channels = c_in + layers * growth
 
     #: Use the concatenation-free eval path (benchmarks switch it off for their baseline).
@@ -86,13 +91,15 @@ class TemporalDenseBlock(nn.Module):
         buf[..., :c] = x.permute(0, 2, 3, 1)
         rows = buf.view(-1, self.out_channels)
         for layer in self.layers:
-            conv, _, bn = layer
+            conv = layer[0]
             g = conv.out_channels
             out = torch.addmm(conv.bias, rows[:, :c], conv.weight.view(g, c).t()) if conv.bias is not None \
                 else rows[:, :c] @ conv.weight.view(g, c).t()
             out.relu_()
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            out.mul_(scale).add_(bn.bias - bn.running_mean * scale)
+            if len(layer) == 3:
+                bn = layer[2]
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                out.mul_(scale).add_(bn.bias - bn.running_mean * scale)
             rows[:, c : c + g] = out
             c += g
         return buf.permute(0, 3, 1, 2)

@@ -50,6 +50,9 @@ class ProposedCNN(MRFNet):
     head_batchnorm
         Batch normalization after the linear 1 × 1 head, as in the authors' code (the paper's
         text describes a plain linear output).
+    batchnorm
+        Batch normalization after every hidden ReLU (default, the authors' layers); ``False``
+        makes every layer ``conv → ReLU`` — an ablation (docs/RESULTS.md), not the paper's network.
     """
 
     name = "proposed"
@@ -64,6 +67,7 @@ class ProposedCNN(MRFNet):
         receptive_field: int = 11,
         width: float = 1.0,
         head_batchnorm: bool = True,
+        batchnorm: bool = True,
     ) -> None:
         super().__init__(frames, maps)
         if receptive_field not in RECEPTIVE_FIELDS:
@@ -77,12 +81,12 @@ class ProposedCNN(MRFNet):
         stages: list[nn.Module] = []
         c = self.in_channels
         for i, n in enumerate(GROWTH_RATES):
-            block = TemporalDenseBlock(c, scaled(n, width), LAYERS_PER_DENSE_BLOCK)
+            block = TemporalDenseBlock(c, scaled(n, width), LAYERS_PER_DENSE_BLOCK, batchnorm=batchnorm)
             k = 3 if i < n_3x3 else 1
-            stages += [block, ConvReluBN(block.out_channels, scaled(n, width), k)]
+            stages += [block, ConvReluBN(block.out_channels, scaled(n, width), k, batchnorm=batchnorm)]
             c = scaled(n, width)
         for _ in range(n_extra):
-            stages.append(ConvReluBN(c, scaled(GROWTH_RATES[-1], width), 3))
+            stages.append(ConvReluBN(c, scaled(GROWTH_RATES[-1], width), 3, batchnorm=batchnorm))
             c = scaled(GROWTH_RATES[-1], width)
         self.features = nn.Sequential(*stages)
         head: list[nn.Module] = [nn.Conv2d(c, self.maps, 1)]  # linear activation
@@ -102,6 +106,7 @@ class ProposedCNN(MRFNet):
             "receptive_field": rf,
             "width": float(width),
             "head_batchnorm": bool(head_batchnorm),
+            "batchnorm": bool(batchnorm),
         }
 
     #: CPU inference (eval mode, no gradients) through :mod:`mrfrecon.models.folded`: batch
