@@ -1,0 +1,110 @@
+"""Are the study networks' batch-norm running statistics what holds their T1H2O at the constant?
+
+The networks normalize with TensorFlow's running-average decay 0.99 (PyTorch momentum 0.01, as the
+authors' code, ``mrfrecon.models.layers``): at evaluation each BN uses an exponential average of
+the batch statistics of the last ~100 optimizer steps, taken while the weights before it were
+still moving. This script measures what that costs: for each checkpoint, the test NRMSE per map
+(mean over the test subjects, against the reference and against the truth) with the stored
+running statistics, and again after *recalibrating* them — the exact mean and variance of every
+BN's input over all training patches at the final weights (momentum None: a cumulative average
+over the same batches of 8 that training used, weights unchanged), a standard remedy (Ioffe &
+Szegedy 2015, section 3.1: inference uses population statistics; Izmailov et al. 2018, SWA,
+recompute them after changing the weights). If recalibration closes the gap to Cohen et al.'s
+fingerprint network (which has no BN), the running statistics are the cause; if not, the batch
+statistics seen *during* training are the remaining suspect.
+
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python docs/study/bn_recalibration.py <study cohort>
+[name=checkpoint.pt ...] > docs/study/bn_recalibration.md`` (default checkpoints: the shipped
+``study-proposed`` and ``study-balsiger2018``). About 2 min per checkpoint on one core, ≈ 5 GB
+(the 40 training scans in memory).
+"""
+
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from mrfrecon.checkpoint import load_checkpoint
+from mrfrecon.data import PatchDataset, normalize_series
+from mrfrecon.data.patches import PatchGrid
+from mrfrecon.experiments.baselines import baseline_maps, constant_values
+from mrfrecon.experiments.common import predict_normalized
+from mrfrecon.io import CohortIndex, load_scan
+from mrfrecon.metrics import masks_for, nrmse
+from mrfrecon.shipped import resolve_checkpoint
+from mrfrecon.training.data import load_training_data
+
+MAPS = ("t1h2o", "ff", "b1")
+BATCH = 8  # the study preset's batch size: the batch statistics recalibration averages
+
+
+def test_nrmse(index: CohortIndex, predict) -> dict[tuple[str, str], float]:
+    """Mean NRMSE over the test subjects per (map, against) of the maps ``predict(scan, series)``."""
+    out: dict[tuple[str, str], list[float]] = {}
+    for p in index.paths("test"):
+        scan = load_scan(p)
+        series, _ = normalize_series(scan.series)
+        pred = predict(scan, series)
+        masks = masks_for(scan.reference["ff"], scan.foreground)
+        for m in MAPS:
+            out.setdefault((m, "reference"), []).append(nrmse(pred[m], scan.reference[m], masks[m]))
+            out.setdefault((m, "truth"), []).append(nrmse(pred[m], scan.maps[m], masks[m]))
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
+
+@torch.no_grad()
+def recalibrate(net: nn.Module, dataset: PatchDataset) -> int:
+    """Replace every BN's running mean and variance by its input's mean and (unbiased) variance
+    averaged over all training batches, the weights unchanged; returns the number of batches."""
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average: every batch weighs the same
+    net.train()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=False)
+    n = 0
+    for x, _, _ in loader:
+        net(x)
+        n += 1
+    net.eval()
+    return n
+
+
+def main(root: str, extra: dict[str, str]) -> None:
+    torch.set_num_threads(1)
+    index = CohortIndex.load(root)
+    cks = {f"shipped {n}": f"shipped:study-{n}" for n in ("proposed", "balsiger2018")} if not extra else extra
+    data = load_training_data(root, "reference")
+    rows = []
+    const = constant_values(index.paths("train"), "reference")
+    base = test_nrmse(index, lambda scan, _s: baseline_maps("constant", scan, const))
+    rows.append(("constant (training mean)", "—", base))
+    for name, path in cks.items():
+        ck = load_checkpoint(resolve_checkpoint(path))
+        net = ck.build_model("cpu")
+        grid = PatchGrid((net.output_size or 32,) * 2, int(net.margin))
+        targets = [ck.map_norm.normalize(s.target, s.foreground) for s in data.train]
+        dataset = PatchDataset([s.series for s in data.train], targets, [s.foreground for s in data.train], grid=grid)
+
+        def predict(scan, series, ck=ck, net=net):
+            with torch.inference_mode():
+                return predict_normalized(ck, net, series, scan.foreground)
+
+        t0 = time.perf_counter()
+        rows.append((f"{name}: stored running statistics", "—", test_nrmse(index, predict)))
+        batches = recalibrate(net, dataset)
+        rows.append((f"{name}: recalibrated", f"{batches} batches, {time.perf_counter() - t0:.0f} s",
+                     test_nrmse(index, predict)))
+    print(f"# Batch-norm running statistics: stored vs recalibrated ({len(index.paths('test'))} test subjects of {root})\n")
+    print("Mean test NRMSE over the subjects, against the reference / against the truth:\n")
+    print("| checkpoint | note | " + " | ".join(f"{m} (ref / truth)" for m in MAPS) + " |\n|---|---|---|---|---|")
+    for label, note, r in rows:
+        cells = [f"{r[(m, 'reference')]:.4f} / {r[(m, 'truth')]:.4f}" for m in MAPS]
+        print(f"| {label} | {note} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    main(args[0] if args else "/work/study/cohort", dict(a.split("=", 1) for a in args[1:]))
