@@ -252,6 +252,40 @@ def test_runs_are_reused_resumed_or_replaced(compared, tmp_path):
     assert any("settings changed" in s and "width" in s for s in logs)
 
 
+def test_compare_without_batchnorm_reuses_the_networks_that_have_none(compared, tmp_path):
+    """``--batchnorm off``: the networks with batch norms train without any (the proposed CNN
+    without its head's BN too), DRONE — which has none — is the same run as in a comparison with
+    them, so its copied run folder is reused; the report says batch norm was off."""
+    import json
+    import shutil
+
+    from mrfrecon.checkpoint import load_checkpoint
+    from mrfrecon.experiments.runs import batchnorm_options
+
+    assert batchnorm_options("proposed", True) == {}
+    assert batchnorm_options("proposed", False) == {"batchnorm": False, "head_batchnorm": False}
+    assert batchnorm_options("balsiger2018", False) == batchnorm_options("fang2018", False) == {"batchnorm": False}
+    assert batchnorm_options("cohen2018", False) == {"batchnorm": False}  # DRONE's default: the same run
+    out = tmp_path / "nobn"
+    shutil.copytree(compared / "runs" / "reference" / "cohen2018", out / "runs" / "reference" / "cohen2018")
+    run("experiment", "compare", "--preset", "tiny", "--cohort", str(compared / "cohort"), "--out", str(out),
+        "--epochs", "1", "--threads", "1", "--seeds", "1", "--models", "balsiger2018,cohen2018", "--batchnorm", "off")
+    status = {r["run"]: r["status"] for r in _csv(out / "training.csv")}
+    assert status == {"balsiger2018 [reference] s0": "trained", "cohen2018 [reference] s0": "reused"}, status
+    ck = load_checkpoint(out / "runs" / "reference" / "balsiger2018" / "seed-0" / "checkpoint_best.pt")
+    assert ck.spec["batchnorm"] is False
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ck.build_model().modules())
+    meta = json.loads((out / "runs" / "reference" / "balsiger2018" / "seed-0" / "run.json").read_text())
+    assert meta["settings"]["model_options"] == {"batchnorm": False}
+    assert "off in every network" in (out / "report.md").read_text()
+    rf = tmp_path / "rf-nobn"
+    run("experiment", "receptive-field", "--preset", "tiny", "--cohort", str(compared / "cohort"), "--out", str(rf),
+        "--fields", "1", "--epochs", "1", "--threads", "1", "--batchnorm", "off")
+    spec = load_checkpoint(rf / "runs" / "reference" / "rf01" / "checkpoint_best.pt").spec
+    assert (spec["receptive_field"], spec["batchnorm"], spec["head_batchnorm"]) == (1, False, False)
+    assert "off (a deviation" in (rf / "report.md").read_text()
+
+
 def test_receptive_field_end_to_end(compared, tmp_path):
     out = tmp_path / "rf"
     r = run("experiment", "receptive-field", "--preset", "tiny", "--cohort", str(compared / "cohort"), "--out", str(out),

@@ -209,6 +209,7 @@ def test_width_scales_channels():
         ("balsiger2018", {"width": 0.25}),
         ("balsiger2018", {"width": 0.25, "batchnorm": False}),
         ("cohen2018", {"batchnorm": True, "width": 0.5}),
+        ("fang2018", {"width": 0.25, "batchnorm": False}),
     ],
 )
 def test_spec_rebuilds_identical_architecture(name, options):

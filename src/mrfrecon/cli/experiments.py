@@ -64,8 +64,11 @@ def experiment() -> None:
               help="Comma-separated networks to compare.")
 @click.option("--width", type=Num(0.0, 16.0, lo_open=True), default=None, help="Override the preset's channel-width multiplier.")
 @click.option("--patch", type=Num(1, 1024, integer=True), default=None, help="Override the preset's output patch size.")
+@click.option("--batchnorm", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="on: the networks as published; off: every network without batch normalization (a deviation, "
+                   "docs/RESULTS.md).")
 def compare_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, seeds, jobs, patience, target, models, width,
-                patch) -> None:
+                patch, batchnorm) -> None:
     """Experiment 1 (Table 1, Figure 2): proposed vs Cohen, Fang and Balsiger 2018 on the test split,
     against the reference maps and the ground truth; dictionary matching as a fifth method."""
     from ..experiments.compare import run_compare
@@ -75,7 +78,7 @@ def compare_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, s
     res = run_compare(out, preset=preset, cohort=cohort, target=target, seed=seed, seeds=seeds, epochs=epochs,
                       subjects=subjects, width=width, patch=patch, patience=patience,
                       models=[m.strip() for m in models.split(",") if m.strip()], workers=workers, jobs=jobs,
-                      log=click.echo, progress=progress)
+                      batchnorm=batchnorm == "on", log=click.echo, progress=progress)
     for stem, table in res.tables.items():
         click.echo(f"\nTable 1 — {res.titles[stem]} ({stem}):\n{table.rstrip()}")
     click.echo(f"\nreport: {res.report}")
@@ -95,8 +98,10 @@ def compare_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, s
               help="Trainings at once, each a process with one torch thread.")
 @click.option("--patience", type=Num(0, 100_000, integer=True), default=None,
               help="Early stopping: epochs without a better validation NRMSE (0: off; default: the preset's).")
+@click.option("--batchnorm", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="on: the proposed CNN as published; off: without batch normalization (a deviation).")
 def receptive_field_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, fields, target, width, patch, jobs,
-                        patience) -> None:
+                        patience, batchnorm) -> None:
     """Experiment 2 (Figure 3): the proposed CNN per receptive field; per-scan NRMSE boxplots and paired
     Wilcoxon signed-rank tests against the best field, Bonferroni-corrected."""
     from ..experiments.receptive_field import parse_fields, run_receptive_field
@@ -105,7 +110,8 @@ def receptive_field_cmd(preset, cohort, out, seed, epochs, subjects, workers, th
     set_threads(threads)
     res = run_receptive_field(out, preset=preset, cohort=cohort, fields=parse_fields(fields), target=target, seed=seed,
                               epochs=epochs, subjects=subjects, width=width, patch=patch, patience=patience,
-                              workers=workers, jobs=jobs, log=click.echo, progress=progress)
+                              workers=workers, jobs=jobs, batchnorm=batchnorm == "on",
+                              log=click.echo, progress=progress)
     for m, rows in res.tests[target].items():
         best = next(r for r in rows if r.best)
         sig = [r.label for r in rows if r.significant]

@@ -45,12 +45,14 @@ from ..io.scan import load_scan
 from ..metrics import METRICS
 from .common import (MAPS, METHOD_NAMES, MODEL_ORDER, Log, Report, Stopwatch, ensure_cohort, fmt, map_label, no_bar, peak_rss_mb, predict_normalized, write_csv)
 from .baselines import SMOOTHERS, baseline_maps, constant_values
-from .runs import RunInfo, RunSpec, train_runs
+from .runs import RunInfo, RunSpec, batchnorm_options, train_runs
 from .stats import PairedTest, compare_to_best, min_wilcoxon_p
 
 __all__ = ["CompareResult", "TARGET_CHOICES", "plot_figure2", "run_compare"]
 
 TARGET_CHOICES = ("reference", "ground-truth", "both")
+BATCHNORM_NOTE = {True: "as published (after every hidden ReLU of the patch and slice networks)",
+                  False: "off in every network (a deviation from the papers, docs/RESULTS.md)"}
 BASELINE_NAMES = {"constant": "Constant", "matching": "Dictionary matching", "matching-box3": "Matching, box 3×3",
                   "matching-box5": "Matching, box 5×5", "matching-median5": "Matching, median 5×5"}
 _METRIC_NAMES = {"nrmse": "NRMSE", "psnr": "PSNR (dB)", "ssim": "SSIM", "r2_determination": f"R² ({DEFAULT_ROIS})",
@@ -91,11 +93,13 @@ class CompareSettings:
     patch: int | None = None
     patience: int | None = None
     jobs: int = 1
+    batchnorm: bool = True  # False: every network without batch norm (runs.batchnorm_options)
 
 
 def run_specs(settings: CompareSettings, out: str | os.PathLike[str]) -> list[RunSpec]:
     """One run per target × network × seed, in ``out/runs/<target>/<model>/seed-<s>``."""
-    return [RunSpec(f"{m} [{t}] s{s}", m, t, s, Path(out) / "runs" / t / m / f"seed-{s}")
+    return [RunSpec(f"{m} [{t}] s{s}", m, t, s, Path(out) / "runs" / t / m / f"seed-{s}",
+                    batchnorm_options(m, settings.batchnorm))
             for t in settings.targets for m in settings.models for s in settings.seeds]
 
 
@@ -347,6 +351,7 @@ def run_compare(
     models: Sequence[str] = MODEL_ORDER,
     workers: int = 1,
     jobs: int = 1,
+    batchnorm: bool = True,
     log: Log = print,
     progress: Callable[[int, str], Any] | None = None,
     title: str = "Experiment 1: comparison of reconstruction methods (paper section 3.1, Table 1, Figure 2)",
@@ -358,7 +363,8 @@ def run_compare(
     (``subjects``, ``seed``, ``workers`` apply to the simulation). ``seeds``: training seeds per
     network (``seed``, ``seed + 1``, …; default the preset's ``seeds``, else 1). ``epochs``
     (the cap), ``width``, ``patch``, ``patience`` override the preset's training settings;
-    ``jobs`` trainings run at once (processes of one torch thread each). ``progress(total,
+    ``jobs`` trainings run at once (processes of one torch thread each). ``batchnorm``: False
+    trains every network without batch normalization (a deviation from the papers). ``progress(total,
     description)``: a context manager yielding ``update(done)`` (e.g. the CLI's progress bar),
     for the simulation, the trainings and the prediction loop. ``extra_sections``: Markdown
     appended to the report.
@@ -377,7 +383,7 @@ def run_compare(
     if jobs < 1:
         raise MrfreconError(f"jobs: expected >= 1, got {jobs}")
     settings = CompareSettings(preset, tuple(targets), tuple(models), tuple(range(seed, seed + n_seeds)), epochs, width,
-                               patch, patience, jobs)
+                               patch, patience, jobs, bool(batchnorm))
     sw = Stopwatch()
     bar = progress if progress is not None else no_bar
 
@@ -528,6 +534,7 @@ def run_compare(
     rs = next(r for r in runs if r.ok).settings
     settings_d = {"preset": preset, "target": target, "models": list(models), "cohort": str(index.root),
                   "seeds per network": n_seeds, "training jobs": jobs,
+                  "batch normalization": BATCHNORM_NOTE[settings.batchnorm],
                   **{k: v for k, v in rs.items() if k not in ("model", "target", "model_options", "seed")},
                   "test subjects": len(test_paths), "ROIs for R²": f"{DEFAULT_ROIS}: {ROI_SETS[DEFAULT_ROIS][1]}"}
     seeds_d = {"training (model init, patch order)": ", ".join(str(x) for x in settings.seeds),

@@ -37,7 +37,7 @@ from ..io.scan import load_scan
 from ..metrics import masks_for, nrmse
 from .common import (MAPS, Log, Report, Stopwatch, ensure_cohort, fmt, map_label, no_bar, peak_rss_mb,
                      predict_normalized, write_csv)
-from .runs import RunInfo, RunSpec, train_runs
+from .runs import RunInfo, RunSpec, batchnorm_options, train_runs
 from .stats import PairedTest, compare_to_best, min_wilcoxon_p
 
 __all__ = ["DEFAULT_FIELDS", "RFResult", "parse_fields", "plot_figure3", "run_receptive_field"]
@@ -129,13 +129,15 @@ def run_receptive_field(
     patience: int | None = None,
     workers: int = 1,
     jobs: int = 1,
+    batchnorm: bool = True,
     log: Log = print,
     progress: Callable[[int, str], Any] | None = None,
 ) -> RFResult:
     """Run the receptive-field sweep into the result folder ``out`` (module docstring).
     Arguments as :func:`mrfrecon.experiments.compare.run_compare` (one training seed per
     field: ``seed``); ``target`` is ``"reference"`` or ``"ground-truth"`` (the training
-    target and the NRMSE's reference); ``jobs`` trainings at once."""
+    target and the NRMSE's reference); ``jobs`` trainings at once; ``batchnorm`` False: the
+    proposed CNN without batch normalization (a deviation from the paper)."""
     import torch
 
     from ..checkpoint import load_checkpoint
@@ -157,8 +159,9 @@ def run_receptive_field(
 
     if jobs < 1:
         raise MrfreconError(f"jobs: expected >= 1, got {jobs}")
+    bn = batchnorm_options("proposed", batchnorm)
     specs = [RunSpec(f"proposed {f}×{f}", "proposed", target, seed, out / "runs" / target / f"rf{f:02d}",
-                     {"receptive_field": f}) for f in fields]
+                     {"receptive_field": f, **bn}) for f in fields]
     with sw("training"):
         runs: list[RunInfo] = train_runs(specs, index, preset=preset, jobs=jobs, epochs=epochs, width=width, patch=patch,
                                          patience=patience, log=log, progress=progress)
@@ -260,6 +263,7 @@ def run_receptive_field(
     rep.text("## Training runs\n\nParameter counts differ between fields (the paper's footnote 3: not compensated).")
     rep.table("training", runrows, list(runrows[0]))
     settings = {"preset": preset, "target": target, "fields": list(fields), "cohort": str(index.root),
+                "batch normalization": "as published" if batchnorm else "off (a deviation, docs/RESULTS.md)",
                 **{k: v for k, v in runs[0].settings.items() if k not in ("model", "target", "model_options")},
                 "test scans": n_scans, "alpha": ALPHA, "correction": f"Bonferroni × {n_cmp}"}
     seeds = {"training (model init, patch order)": seed, "cohort": index.attrs.get("seed", "given cohort")}

@@ -29,7 +29,8 @@ from typing import Any
 from ..io import CohortIndex, atomic_write_text
 from .common import MAPS, Log, _quiet
 
-__all__ = ["RunInfo", "RunSpec", "canonical_options", "run_settings", "train_or_reuse", "train_runs"]
+__all__ = ["RunInfo", "RunSpec", "batchnorm_options", "canonical_options", "run_settings", "train_or_reuse",
+           "train_runs"]
 
 _SETTING_KEYS = ("model", "target", "maps", "seed", "epochs", "patience", "batch_size", "lr", "width", "patch",
                  "validate_every", "model_options", "t1h2o_loss_mask")
@@ -66,6 +67,19 @@ def canonical_options(model: str, options: Mapping[str, Any]) -> dict[str, Any]:
 
     defaults = MODELS[model].options if model in MODELS else {}
     return {k: options[k] for k in sorted(options) if not (k in defaults and _jsonable(defaults[k]) == _jsonable(options[k]))}
+
+
+def batchnorm_options(model: str, batchnorm: bool) -> dict[str, Any]:
+    """The options of ``model`` that take every batch norm out when ``batchnorm`` is False ({}
+    when True: the networks as published). DRONE has none to begin with; the proposed CNN loses
+    its head's BN too. Why an experiment would: the study measured that batch statistics over
+    batches of 8 patches hold the patch networks' T1H2O at the constant (docs/RESULTS.md)."""
+    from ..models import MODELS
+
+    if batchnorm:
+        return {}
+    opts = MODELS[model].options if model in MODELS else {}
+    return {k: False for k in ("batchnorm", "head_batchnorm") if k in opts}
 
 
 def _cohort_identity(index: CohortIndex) -> dict[str, Any]:

@@ -100,7 +100,7 @@ MODELS: dict[str, ModelSpec] = {
             "slice",
             "per-pixel fully connected feature extraction + two-pooling U-Net on whole slices",
             "Fang et al., MLMI 2018, LNCS 11046:398-405; IEEE Trans Med Imaging 38:2364-2374, 2019",
-            {"width": 1.0, "fe_widths": [256, 128, 64, 32], "unet_widths": [64, 128, 256]},
+            {"width": 1.0, "fe_widths": [256, 128, 64, 32], "unet_widths": [64, 128, 256], "batchnorm": True},
         ),
         ModelSpec(
             "balsiger2018",

@@ -55,8 +55,9 @@ FE_WIDTHS = (256, 128, 64, 32)
 UNET_WIDTHS = (64, 128, 256)  # three levels = two poolings
 
 
-def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(ConvReluBN(c_in, c_out, 3, padding=1), ConvReluBN(c_out, c_out, 3, padding=1))
+def _double_conv(c_in: int, c_out: int, batchnorm: bool = True) -> nn.Sequential:
+    return nn.Sequential(ConvReluBN(c_in, c_out, 3, padding=1, batchnorm=batchnorm),
+                         ConvReluBN(c_out, c_out, 3, padding=1, batchnorm=batchnorm))
 
 
 class Fang2018(MRFNet):
@@ -72,6 +73,9 @@ class Fang2018(MRFNet):
         Output widths of the fully connected feature-extraction layers (before ``width``).
     unet_widths
         Channels of the U-Net levels, finest first; ``len − 1`` poolings (default two).
+    batchnorm
+        Batch normalization after every ReLU (default); ``False`` drops it, the batch-norm
+        ablation of docs/RESULTS.md.
     """
 
     name = "fang2018"
@@ -85,6 +89,7 @@ class Fang2018(MRFNet):
         width: float = 1.0,
         fe_widths: Sequence[int] = FE_WIDTHS,
         unet_widths: Sequence[int] = UNET_WIDTHS,
+        batchnorm: bool = True,
     ) -> None:
         super().__init__(frames, maps)
         if not width > 0:
@@ -97,21 +102,21 @@ class Fang2018(MRFNet):
         fe: list[nn.Module] = []
         c = self.in_channels
         for n in fe_widths:
-            fe.append(ConvReluBN(c, scaled(n, width), 1))
+            fe.append(ConvReluBN(c, scaled(n, width), 1, batchnorm=batchnorm))
             c = scaled(n, width)
         self.feature_extraction = nn.Sequential(*fe)
 
         levels = [scaled(n, width) for n in unet_widths]
         self.encoder = nn.ModuleList()
         for n in levels:
-            self.encoder.append(_double_conv(c, n))
+            self.encoder.append(_double_conv(c, n, batchnorm))
             c = n
         self.pool = nn.MaxPool2d(2)
         self.upsample = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for n in reversed(levels[:-1]):
             self.upsample.append(nn.ConvTranspose2d(c, n, 2, stride=2))
-            self.decoder.append(_double_conv(2 * n, n))  # concatenated with the skip features
+            self.decoder.append(_double_conv(2 * n, n, batchnorm))  # concatenated with the skip features
             c = n
         self.head = nn.Conv2d(c, self.maps, 1)  # linear output
         init_weights(self)
@@ -124,6 +129,7 @@ class Fang2018(MRFNet):
             "width": float(width),
             "fe_widths": fe_widths,
             "unet_widths": unet_widths,
+            "batchnorm": bool(batchnorm),
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
