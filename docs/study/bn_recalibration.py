@@ -11,7 +11,8 @@ over the same batches of 8 that training used, weights unchanged), a standard re
 Szegedy 2015, section 3.1: inference uses population statistics; Izmailov et al. 2018, SWA,
 recompute them after changing the weights). If recalibration closes the gap to Cohen et al.'s
 fingerprint network (which has no BN), the running statistics are the cause; if not, the batch
-statistics seen *during* training are the remaining suspect.
+statistics seen *during* training are the remaining suspect, and the script measures how much
+they jitter from batch to batch.
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python docs/study/bn_recalibration.py <study cohort>
 [name=checkpoint.pt ...] > docs/study/bn_recalibration.md`` (default checkpoints: the shipped
@@ -55,10 +56,24 @@ def test_nrmse(index: CohortIndex, predict) -> dict[tuple[str, str], float]:
 
 
 @torch.no_grad()
-def recalibrate(net: nn.Module, dataset: PatchDataset) -> int:
+def recalibrate(net: nn.Module, dataset: PatchDataset) -> tuple[int, list[float]]:
     """Replace every BN's running mean and variance by its input's mean and (unbiased) variance
-    averaged over all training batches, the weights unchanged; returns the number of batches."""
+    averaged over all training batches, the weights unchanged. Returns the number of batches and,
+    per BN layer (in order), the *jitter* of its batch statistics: the median over channels of
+    the SD over batches of the batch mean, in units of the channel's pooled SD — how far a
+    voxel's normalized feature moves with the other patches that share its batch."""
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    means: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(bns))}
+    sq: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(bns))}
+
+    def hook(i: int):
+        def f(_m: nn.Module, inp: tuple[torch.Tensor, ...]) -> None:
+            x = inp[0].double()
+            means[i].append(x.mean(dim=(0, 2, 3)))
+            sq[i].append((x * x).mean(dim=(0, 2, 3)))
+        return f
+
+    handles = [bn.register_forward_pre_hook(hook(i)) for i, bn in enumerate(bns)]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative moving average: every batch weighs the same
@@ -69,7 +84,15 @@ def recalibrate(net: nn.Module, dataset: PatchDataset) -> int:
         net(x)
         n += 1
     net.eval()
-    return n
+    for h in handles:
+        h.remove()
+    jitter = []
+    for i in range(len(bns)):
+        m, q = torch.stack(means[i]), torch.stack(sq[i])  # (batches, channels)
+        pooled_sd = (q.mean(0) - m.mean(0) ** 2).clamp_min(1e-12).sqrt()
+        live = pooled_sd > 1e-6  # dead ReLU channels carry nothing
+        jitter.append(float((m.std(0)[live] / pooled_sd[live]).median()) if live.any() else float("nan"))
+    return n, jitter
 
 
 def main(root: str, extra: dict[str, str]) -> None:
@@ -78,6 +101,7 @@ def main(root: str, extra: dict[str, str]) -> None:
     cks = {f"shipped {n}": f"shipped:study-{n}" for n in ("proposed", "balsiger2018")} if not extra else extra
     data = load_training_data(root, "reference")
     rows = []
+    jitters: dict[str, list[float]] = {}
     const = constant_values(index.paths("train"), "reference")
     base = test_nrmse(index, lambda scan, _s: baseline_maps("constant", scan, const))
     rows.append(("constant (training mean)", "—", base))
@@ -94,15 +118,23 @@ def main(root: str, extra: dict[str, str]) -> None:
 
         t0 = time.perf_counter()
         rows.append((f"{name}: stored running statistics", "—", test_nrmse(index, predict)))
-        batches = recalibrate(net, dataset)
+        batches, jit = recalibrate(net, dataset)
         rows.append((f"{name}: recalibrated", f"{batches} batches, {time.perf_counter() - t0:.0f} s",
                      test_nrmse(index, predict)))
+        jitters[name] = jit
     print(f"# Batch-norm running statistics: stored vs recalibrated ({len(index.paths('test'))} test subjects of {root})\n")
     print("Mean test NRMSE over the subjects, against the reference / against the truth:\n")
     print("| checkpoint | note | " + " | ".join(f"{m} (ref / truth)" for m in MAPS) + " |\n|---|---|---|---|---|")
     for label, note, r in rows:
         cells = [f"{r[(m, 'reference')]:.4f} / {r[(m, 'truth')]:.4f}" for m in MAPS]
         print(f"| {label} | {note} | " + " | ".join(cells) + " |")
+    print("\nJitter of the batch statistics during training (batches of 8 training patches, final weights): per BN "
+          "layer, the median over its channels of SD(batch mean) / pooled SD — the shift a voxel's normalized "
+          "feature gets from the other patches in its batch:\n")
+    print("| checkpoint | BN layers | first | median | last (head) | max |\n|---|---|---|---|---|---|")
+    for name, jit in jitters.items():
+        j = np.asarray(jit)
+        print(f"| {name} | {j.size} | {j[0]:.3f} | {np.nanmedian(j):.3f} | {j[-1]:.3f} | {np.nanmax(j):.3f} |")
 
 
 if __name__ == "__main__":
