@@ -6,6 +6,9 @@ Wilcoxon signed-rank test over the test subjects (scipy.stats.wilcoxon, exact fo
 Prints the mean test NRMSE (against the dictionary-matching reference, and against the
 simulation's truth) per map, the number of subjects where the variant is better, and p.
 
+``--split=train`` (first argument) scores the training subjects instead: does a network fit
+T1H2O where it was trained (underfitting vs overfitting)?
+
 Run (the study cohort, the comparison's seed-0 runs and the ablation runs of docs/RESULTS.md):
 ``OMP_NUM_THREADS=1 .venv/bin/python docs/study/bn_ablation.py <cohort> balsiger2018/BN=<run>/checkpoint_best.pt
 balsiger2018/no-BN=<run>/checkpoint_best.pt ... > docs/study/bn_ablation.md``. About 10 s per network
@@ -30,14 +33,14 @@ MAPS = ("t1h2o", "ff", "b1")
 AGAINST = ("reference", "truth")
 
 
-def per_subject(index: CohortIndex, nets: dict[str, str]) -> dict[str, np.ndarray]:
-    """name → (subjects, maps, 2) test NRMSE against the reference and the truth; the constant
-    baseline (training mean) is added as ``constant``."""
+def per_subject(index: CohortIndex, nets: dict[str, str], split: str = "test") -> dict[str, np.ndarray]:
+    """name → (subjects, maps, 2) NRMSE on ``split`` against the reference and the truth; the
+    constant baseline (training mean) is added as ``constant``."""
     cks = {n: load_checkpoint(resolve_checkpoint(p)) for n, p in nets.items()}
     models = {n: ck.build_model("cpu") for n, ck in cks.items()}
     const = constant_values(index.paths("train"), "reference")
     out: dict[str, list[list[list[float]]]] = {n: [] for n in [*nets, "constant"]}
-    for p in index.paths("test"):
+    for p in index.paths(split):
         scan = load_scan(p)
         series, _ = normalize_series(scan.series)
         masks = masks_for(scan.reference["ff"], scan.foreground)
@@ -52,13 +55,13 @@ def per_subject(index: CohortIndex, nets: dict[str, str]) -> dict[str, np.ndarra
     return {n: np.asarray(v) for n, v in out.items()}
 
 
-def main(root: str, nets: dict[str, str]) -> None:
+def main(root: str, nets: dict[str, str], split: str = "test") -> None:
     torch.set_num_threads(1)
     index = CohortIndex.load(root)
-    res = per_subject(index, nets)
-    n_sub = len(index.paths("test"))
-    print(f"# Batch-norm ablation ({n_sub} test subjects of {root})\n")
-    print("Mean test NRMSE over the subjects, against the reference / against the truth:\n")
+    res = per_subject(index, nets, split)
+    n_sub = len(index.paths(split))
+    print(f"# Batch-norm ablation ({n_sub} {split} subjects of {root})\n")
+    print(f"Mean {split} NRMSE over the subjects, against the reference / against the truth:\n")
     print("| network | " + " | ".join(f"{m} (ref / truth)" for m in MAPS) + " |\n|---|---|---|---|")
     for n, r in res.items():
         cells = [f"{r[:, i, 0].mean():.4f} / {r[:, i, 1].mean():.4f}" for i in range(len(MAPS))]
@@ -83,6 +86,9 @@ def main(root: str, nets: dict[str, str]) -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
+    split = "test"
+    if args[:1] and args[0].startswith("--split="):
+        split = args.pop(0).split("=", 1)[1]
     if len(args) < 2:
-        sys.exit("usage: bn_ablation.py <cohort> family/variant=checkpoint.pt ...")
-    main(args[0], dict(a.split("=", 1) for a in args[1:]))
+        sys.exit("usage: bn_ablation.py [--split=train|val|test] <cohort> family/variant=checkpoint.pt ...")
+    main(args[0], dict(a.split("=", 1) for a in args[1:]), split)
