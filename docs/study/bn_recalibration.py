@@ -56,12 +56,13 @@ def test_nrmse(index: CohortIndex, predict) -> dict[tuple[str, str], float]:
 
 
 @torch.no_grad()
-def recalibrate(net: nn.Module, dataset: PatchDataset) -> tuple[int, list[float]]:
+def recalibrate(net: nn.Module, dataset: PatchDataset) -> tuple[int, list[float], tuple[list[float], list[float]]]:
     """Replace every BN's running mean and variance by its input's mean and (unbiased) variance
     averaged over all training batches, the weights unchanged. Returns the number of batches and,
     per BN layer (in order), the *jitter* of its batch statistics: the median over channels of
     the SD over batches of the batch mean, in units of the channel's pooled SD — how far a
-    voxel's normalized feature moves with the other patches that share its batch."""
+    voxel's normalized feature moves with the other patches that share its batch; and per map the
+    SD over batches of the batch mean of the training-mode output and of the (normalized) target."""
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     means: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(bns))}
     sq: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(bns))}
@@ -80,19 +81,24 @@ def recalibrate(net: nn.Module, dataset: PatchDataset) -> tuple[int, list[float]
     net.train()
     loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=False)
     n = 0
-    for x, _, _ in loader:
-        net(x)
+    out_means, tgt_means = [], []
+    for x, y, _ in loader:
+        out_means.append(net(x).double().mean(dim=(0, 2, 3)))
+        tgt_means.append(y.double().mean(dim=(0, 2, 3)))
         n += 1
     net.eval()
     for h in handles:
         h.remove()
+    # a linear head after a BN gives a batch mean fixed by the BN's shift whatever the batch holds:
+    # SD over batches of each map's batch mean, the network's (training mode) against the target's
+    pinned = (torch.stack(out_means).std(0).tolist(), torch.stack(tgt_means).std(0).tolist())
     jitter = []
     for i in range(len(bns)):
         m, q = torch.stack(means[i]), torch.stack(sq[i])  # (batches, channels)
         pooled_sd = (q.mean(0) - m.mean(0) ** 2).clamp_min(1e-12).sqrt()
         live = pooled_sd > 1e-6  # dead ReLU channels carry nothing
         jitter.append(float((m.std(0)[live] / pooled_sd[live]).median()) if live.any() else float("nan"))
-    return n, jitter
+    return n, jitter, pinned
 
 
 def main(root: str, extra: dict[str, str]) -> None:
@@ -102,6 +108,7 @@ def main(root: str, extra: dict[str, str]) -> None:
     data = load_training_data(root, "reference")
     rows = []
     jitters: dict[str, list[float]] = {}
+    pins: dict[str, tuple[list[float], list[float]]] = {}
     const = constant_values(index.paths("train"), "reference")
     base = test_nrmse(index, lambda scan, _s: baseline_maps("constant", scan, const))
     rows.append(("constant (training mean)", "—", base))
@@ -118,7 +125,8 @@ def main(root: str, extra: dict[str, str]) -> None:
 
         t0 = time.perf_counter()
         rows.append((f"{name}: stored running statistics", "—", test_nrmse(index, predict)))
-        batches, jit = recalibrate(net, dataset)
+        batches, jit, pin = recalibrate(net, dataset)
+        pins[name] = pin
         rows.append((f"{name}: recalibrated", f"{batches} batches, {time.perf_counter() - t0:.0f} s",
                      test_nrmse(index, predict)))
         jitters[name] = jit
@@ -131,10 +139,16 @@ def main(root: str, extra: dict[str, str]) -> None:
     print("\nJitter of the batch statistics during training (batches of 8 training patches, final weights): per BN "
           "layer, the median over its channels of SD(batch mean) / pooled SD — the shift a voxel's normalized "
           "feature gets from the other patches in its batch:\n")
-    print("| checkpoint | BN layers | first | median | last (head) | max |\n|---|---|---|---|---|---|")
+    print("| checkpoint | BN layers | first | median | last | max |\n|---|---|---|---|---|---|")
     for name, jit in jitters.items():
         j = np.asarray(jit)
         print(f"| {name} | {j.size} | {j[0]:.3f} | {np.nanmedian(j):.3f} | {j[-1]:.3f} | {np.nanmax(j):.3f} |")
+    print("\nThe output's batch mean in training mode: SD over the training batches of each map's mean over the "
+          "batch (all voxels, normalized units), the network's against the target's — a linear head after a batch "
+          "norm pins it:\n")
+    print("| checkpoint | " + " | ".join(f"{m}: network / target" for m in MAPS) + " |\n|---|---|---|---|")
+    for name, (o, t) in pins.items():
+        print(f"| {name} | " + " | ".join(f"{a:.2e} / {b:.2e}" for a, b in zip(o, t, strict=True)) + " |")
 
 
 if __name__ == "__main__":
