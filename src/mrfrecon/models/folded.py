@@ -104,12 +104,11 @@ def _consume(conv: nn.Conv2d, a: torch.Tensor, t: torch.Tensor) -> tuple[torch.T
 def _layer(layer: ConvReluBN, a: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A ``conv → ReLU → BN`` layer as ``relu(W·u + b)``: (W, b, a_out, t_out), float64; a
     ``conv → ReLU`` layer (``batchnorm=False``) passes on a_out = 1, t_out = 0."""
-    conv = layer[0]
-    w, b = _consume(conv, a, t)
-    if len(layer) == 2:
+    w, b = _consume(layer.conv, a, t)
+    if layer.bn is None:
         ones = w.new_ones(w.shape[0])
         return w, b, ones, torch.zeros_like(ones)
-    s, beta = _bn_affine(layer[2])
+    s, beta = _bn_affine(layer.bn)
     m = s.abs()
     return w * m[:, None, None, None], b * m, torch.sign(s), beta
 
@@ -138,7 +137,7 @@ def fold(features: nn.Sequential, head: nn.Sequential, in_channels: int, device:
             if isinstance(stage, TemporalDenseBlock):
                 layers = []
                 for layer in stage.layers:
-                    c = layer[0].in_channels
+                    c = layer.conv.in_channels
                     w, b, a_new, t_new = _layer(layer, a[:c], t[:c])
                     layers.append((cast(w.flatten(1).t()), cast(b)))  # rows (n, c) @ (c, g)
                     a, t = torch.cat([a, a_new]), torch.cat([t, t_new])

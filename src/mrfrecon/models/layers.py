@@ -48,6 +48,15 @@ class ConvReluBN(nn.Sequential):
             layers.append(batch_norm(c_out))
         super().__init__(*layers)
 
+    @property
+    def conv(self) -> nn.Conv2d:
+        return self[0]
+
+    @property
+    def bn(self) -> nn.BatchNorm2d | None:
+        """The layer's batch norm, None when built with ``batchnorm=False``."""
+        return self[2] if len(self) > 2 else None
+
 
 class TemporalDenseBlock(nn.Module):
     """Dense block of 1×1 convolutions (Huang et al., CVPR 2017) acting along the fingerprints.
@@ -91,13 +100,12 @@ class TemporalDenseBlock(nn.Module):
         buf[..., :c] = x.permute(0, 2, 3, 1)
         rows = buf.view(-1, self.out_channels)
         for layer in self.layers:
-            conv = layer[0]
+            conv, bn = layer.conv, layer.bn
             g = conv.out_channels
             out = torch.addmm(conv.bias, rows[:, :c], conv.weight.view(g, c).t()) if conv.bias is not None \
                 else rows[:, :c] @ conv.weight.view(g, c).t()
             out.relu_()
-            if len(layer) == 3:
-                bn = layer[2]
+            if bn is not None:
                 scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
                 out.mul_(scale).add_(bn.bias - bn.running_mean * scale)
             rows[:, c : c + g] = out
