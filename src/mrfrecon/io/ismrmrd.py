@@ -22,6 +22,7 @@ Siemens twix ``.dat`` files convert to ISMRMRD with the ISMRMRD project's ``siem
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from ..sequence import Sequence
 from .geometry import lps_to_ras
 from .series import ImportedSeries, _check_complex
 
-__all__ = ["read_ismrmrd", "write_ismrmrd"]
+__all__ = ["ReadoutLayout", "read_ismrmrd", "readout_layout", "write_ismrmrd"]
 
 _H1_3T_HZ = 127_731_000  # 1H Larmor frequency at 2.89 T (a Siemens "3 T" field), for the header only
 
@@ -139,24 +140,171 @@ def _check_timing(head: Any, seq: Sequence, path: Path) -> None:
         raise MrfreconError(f"{path}: header TI {float(sp.TI[0]):g} ms, but the sequence has {seq.ti_ms:g} ms")
 
 
+#: acquisitions that are no imaging spokes (ISMRMRD ``ismrmrd.h`` flag numbers); noise is used apart
+_NOT_IMAGING = ("ACQ_IS_DUMMYSCAN_DATA", "ACQ_IS_NAVIGATION_DATA", "ACQ_IS_PHASECORR_DATA", "ACQ_IS_RTFEEDBACK_DATA",
+                "ACQ_IS_HPFEEDBACK_DATA", "ACQ_IS_SURFACECOILCORRECTIONSCAN_DATA", "ACQ_IS_PARALLEL_CALIBRATION",
+                "ACQ_IS_PHASE_STABILIZATION_REFERENCE", "ACQ_IS_PHASE_STABILIZATION")
+REPETITION_CHOICES = ("last", "all-average")
+READOUT_CHOICES = ("keep", "remove")
+_BLOCK = 1024  # acquisitions read from the file at a time: bounds memory at paper size with many coils
+
+
+@dataclass(frozen=True)
+class ReadoutLayout:
+    """Where a spoke's useful samples lie in an acquisition of ``samples`` points.
+
+    Attributes
+    ----------
+    start
+        First sample used (``discard_pre``).
+    length
+        Samples used, ``2 × (center_sample − discard_pre)``: a spoke symmetric about its k-space
+        centre, which is then at ``start + length // 2`` (the project's convention, sample
+        ``samples // 2`` at k = 0).
+    oversampling
+        ``length / N`` with ``N`` the image matrix (reconSpace): the spacing of the samples is
+        ``2π / length`` radians per image pixel.
+    """
+
+    start: int
+    length: int
+    oversampling: float
+
+
+def readout_layout(samples: int, discard_pre: int, discard_post: int, center_sample: int, *, encoded: int,
+                   recon: int, where: str) -> ReadoutLayout:
+    """Check one acquisition's readout against the header and say which samples form the spoke.
+
+    siemens_to_ismrmrd (ismrmrd/siemens_to_ismrmrd, ``parameter_maps/IsmrmrdParameterMap_Siemens.xsl``)
+    writes, for non-Cartesian trajectories, ``encodedSpace.matrixSize.x`` = ``imageColumns`` and the
+    encoded field of view = ``dReadoutFOV``, both *without* the readout oversampling (only Cartesian
+    data get ``flReadoutOSFactor``), while the ADC delivers ``2N`` samples (the scanner's default
+    oversampling); ``center_sample`` is the MDH ``ushKSpaceCentreColumn`` and ``discard_pre``/
+    ``discard_post`` its ``sCutOff`` (``main.cpp``). The project's own writer puts the ``2N`` into
+    ``encodedSpace``. So the spoke length (after the discards, symmetric about ``center_sample``)
+    may be the encoded or the recon matrix, or twice either; anything else is refused.
+
+    ``center_sample`` 0 (left unset by many writers) is taken as the middle of the kept samples.
+    """
+    kept = samples - discard_pre - discard_post
+    what = (f"{where}: {samples} samples per readout (discard_pre {discard_pre}, discard_post {discard_post}, "
+            f"center_sample {center_sample})")
+    if kept < 2:
+        raise MrfreconError(f"{what}: fewer than 2 samples left after the discards")
+    centre = center_sample - discard_pre if center_sample else kept // 2
+    left, right = centre, kept - centre  # samples before the centre; the centre and after
+    if not (left == right or right == left + 1):  # even: symmetric; odd: one extra sample at the end, dropped
+        raise MrfreconError(f"{what}: the kept samples are not symmetric about the k-space centre (a partial echo, "
+                            f"which KWIC's density compensation does not model): expected center_sample "
+                            f"{discard_pre + kept // 2}")
+    length = 2 * left
+    fits = sorted({encoded, 2 * encoded, recon, 2 * recon})
+    if length not in fits:
+        raise MrfreconError(f"{what}: a spoke of {length} samples, which fits neither the header's readout length "
+                            f"(encodedSpace matrixSize.x {encoded}) nor the image matrix (reconSpace matrixSize.x "
+                            f"{recon}), nor twice either: expected {' or '.join(str(v) for v in fits)}")
+    return ReadoutLayout(discard_pre, length, length / recon)
+
+
+def _rows(ds: Any, rows: np.ndarray, field: str):
+    """(row, value) of ``field`` for the acquisitions ``rows`` (ascending), read a block at a time."""
+    for blk in np.unique(rows // _BLOCK):
+        a = int(blk) * _BLOCK
+        vals = ds.fields(field)[a:a + _BLOCK]
+        for r in rows[(rows >= a) & (rows < a + _BLOCK)]:
+            yield int(r), vals[int(r) - a]
+
+
+def _acq_data(value: np.ndarray, coils: int, samples: int, where: str) -> np.ndarray:
+    v = np.asarray(value, np.float32)
+    if v.size != 2 * coils * samples:
+        raise MrfreconError(f"{where}: data of {v.size} values, expected {coils} coils × {samples} complex samples")
+    return v.view(np.complex64).reshape(coils, samples)
+
+
+def _choose_repetitions(repetition: int | str, present: list[int], path: Path) -> list[int]:
+    if repetition == "last":
+        return present[-1:]
+    if repetition == "all-average":
+        return present
+    if isinstance(repetition, (int, np.integer)) and not isinstance(repetition, bool):
+        if int(repetition) in present:
+            return [int(repetition)]
+        raise MrfreconError(f"{path}: repetition {repetition}: the file has repetition(s) "
+                            f"{', '.join(map(str, present))} (idx.repetition); choose one of them, 'last' or 'all-average'")
+    raise MrfreconError(f"repetition: expected a repetition index (idx.repetition), 'last' or 'all-average', got {repetition!r}")
+
+
+def _check_options(repetition: Any, readout: Any, coil_compression: Any) -> None:
+    if not (repetition in REPETITION_CHOICES or (isinstance(repetition, (int, np.integer))
+                                                  and not isinstance(repetition, bool) and repetition >= 0)):
+        raise MrfreconError(f"repetition: expected a repetition index ≥ 0 (idx.repetition), 'last' or 'all-average', "
+                            f"got {repetition!r}")
+    if readout not in READOUT_CHOICES:
+        raise MrfreconError(f"readout: expected one of {', '.join(READOUT_CHOICES)}, got {readout!r}")
+    if not (coil_compression is None or coil_compression == "auto" or (
+            isinstance(coil_compression, (int, np.integer)) and not isinstance(coil_compression, bool)
+            and coil_compression >= 1)):
+        raise MrfreconError(f"coil_compression: expected a number of virtual coils ≥ 1, 'auto' or None, "
+                            f"got {coil_compression!r}")
+
+
 def read_ismrmrd(path: str | os.PathLike[str], sequence: Sequence, *, window: int = 55,
                  sensitivity_window: int = 7, nthreads: int | None = None, recon: str = "kwic",
-                 tv_weight: float | None = None) -> ImportedSeries:
-    """Reconstruct the MRF series of an ISMRMRD radial acquisition (module docstring). The
-    acquisitions are read as one table (the library reads one row per call: 6 ms each here).
-    ``recon``: ``"kwic"`` (view sharing) or ``"kwic-tv"`` (then KWIC + CS-TV in the temporal
-    subspace, :func:`mrfrecon.acquisition.cstv.cstv_reconstruct`, with the Walsh sensitivities
-    in its forward model; ``tv_weight`` default that of :class:`~mrfrecon.acquisition.cstv.CsTvOptions`)."""
+                 tv_weight: float | None = None, repetition: int | str = "last", readout: str = "keep",
+                 prewhiten: bool = True, coil_compression: int | str | None = None) -> ImportedSeries:
+    """Reconstruct the MRF series of an ISMRMRD radial acquisition (module docstring).
+
+    Parameters
+    ----------
+    path
+        ISMRMRD/MRD HDF5 file (group ``/dataset``).
+    sequence
+        The MRF sequence: spokes per repetition, frames, echo and repetition times to check.
+    window, sensitivity_window, nthreads
+        KWIC window (spokes), Walsh neighbourhood (pixels), NUFFT threads.
+    recon, tv_weight
+        ``"kwic"`` (view sharing) or ``"kwic-tv"`` (then KWIC + CS-TV in the temporal subspace,
+        :func:`mrfrecon.acquisition.cstv.cstv_reconstruct`, with the Walsh sensitivities in its
+        forward model; ``tv_weight`` default that of :class:`~mrfrecon.acquisition.cstv.CsTvOptions`).
+    repetition
+        Which train, by ``idx.repetition``: an index, ``"last"`` (default: the one the sequence's
+        signal model keeps, :class:`~mrfrecon.sequence.Sequence`) or ``"all-average"`` (the mean of
+        every repetition's k-space; the first train starts from equilibrium, the later ones after
+        the recovery, so it differs from the dictionary for long T1).
+    readout
+        ``"keep"`` the oversampled readout, with the trajectory's sample spacing ``2π / samples``
+        (default: the same numbers as the project's simulation), or ``"remove"`` it by cropping
+        the projections (:func:`~mrfrecon.acquisition.rawprep.remove_readout_oversampling`; half the
+        NUFFT points).
+    prewhiten
+        Use the ``ACQ_IS_NOISE_MEASUREMENT`` acquisitions, when there are any, to prewhiten the
+        coils (:mod:`mrfrecon.acquisition.rawprep`). Noise acquisitions never enter the images.
+    coil_compression
+        None (every coil), a number of virtual coils, or ``"auto"`` (the fewest keeping
+        :data:`~mrfrecon.acquisition.rawprep.AUTO_ENERGY` of the energy), per slice after
+        prewhitening.
+
+    Returns
+    -------
+    ImportedSeries
+        series complex64 ``(slices, frames, y, x)``, RAS+ affine, notes (what was done), seconds
+        per stage.
+    """
     from ..acquisition.cstv import RECONS, CsTvOptions, cstv_reconstruct
 
     if recon not in RECONS:
         raise MrfreconError(f"recon: expected one of {', '.join(RECONS)}, got {recon!r}")
     tv = CsTvOptions() if tv_weight is None else CsTvOptions(weight=tv_weight)  # validates the weight first
+    _check_options(repetition, readout, coil_compression)
     import h5py
     import ismrmrd
 
-    from ..acquisition import kwic_reconstruct, kwic_weights, radial_trajectory
+    from ..acquisition import kwic_reconstruct, kwic_weights
     from ..acquisition.nufft import Nufft2D
+    from ..acquisition.rawprep import (apply_coil_matrix, coil_gram, dwell_time_scale, noise_covariance,
+                                       prewhitening_matrix, remove_readout_oversampling)
+    from ..acquisition.rawprep import coil_compression as coil_compression_of
     from ..acquisition.walsh import walsh_sensitivities
 
     import time
@@ -164,70 +312,184 @@ def read_ismrmrd(path: str | os.PathLike[str], sequence: Sequence, *, window: in
     t_start = time.perf_counter()
     path = Path(path)
     try:
-        with h5py.File(path, "r") as f:
-            if "dataset/xml" not in f or "dataset/data" not in f:
-                raise MrfreconError(f"{path}: ISMRMRD: /dataset/xml or /dataset/data missing")
-            xml = f["dataset/xml"][0]
-            table = f["dataset/data"][()]
+        f = h5py.File(path, "r")
     except OSError as e:
         raise MrfreconError(f"{path}: not a readable ISMRMRD file ({e})") from None
-    head = _header(xml, path)
-    _check_timing(head, sequence, path)
-    if not head.encoding:
-        raise MrfreconError(f"{path}: ISMRMRD header has no encoding")
-    enc = head.encoding[0]
-    traj_kind = getattr(enc.trajectory, "value", str(enc.trajectory))
-    if traj_kind not in ("radial", "goldenangle", "other"):
-        raise MrfreconError(f"{path}: trajectory {traj_kind!r}: expected a radial acquisition")
-    try:
-        matrix = int(enc.reconSpace.matrixSize.x)
-        n_samples_hdr = int(enc.encodedSpace.matrixSize.x)
-        fov = float(enc.reconSpace.fieldOfView_mm.x), float(enc.reconSpace.fieldOfView_mm.y)
-        thick = float(enc.reconSpace.fieldOfView_mm.z)
-    except (TypeError, ValueError, AttributeError):
-        raise MrfreconError(f"{path}: ISMRMRD header: encodedSpace/reconSpace matrix or field of view missing or not numbers") from None
-    if matrix < 2 or n_samples_hdr < matrix or min(fov) <= 0:
-        raise MrfreconError(f"{path}: ISMRMRD header: recon matrix {matrix}, readout {n_samples_hdr} samples, field of "
-                            f"view {fov} mm do not describe an image")
-    hd = table["head"]
-    skip = (1 << (ismrmrd.ACQ_IS_NOISE_MEASUREMENT - 1)) | (1 << (ismrmrd.ACQ_IS_DUMMYSCAN_DATA - 1))
-    rows = np.flatnonzero((hd["flags"] & np.uint64(skip)) == 0)
-    if rows.size == 0:
-        raise MrfreconError(f"{path}: no imaging acquisitions")
-    n_coils = int(hd["active_channels"][rows[0]])
-    bad = rows[(hd["active_channels"][rows] != n_coils) | (hd["number_of_samples"][rows] != n_samples_hdr)]
-    if bad.size:
-        i = int(bad[0])
-        raise MrfreconError(f"{path}: acquisition {i}: {int(hd['active_channels'][i])} coils × {int(hd['number_of_samples'][i])} "
-                            f"samples, expected {n_coils} × {n_samples_hdr} (the header's readout length)")
-    sl = hd["idx"]["slice"][rows].astype(int)
-    sp = hd["idx"]["kspace_encode_step_1"][rows].astype(int)
-    slices = sorted(set(sl.tolist()))
-    if slices != list(range(len(slices))):
-        raise MrfreconError(f"{path}: slice counters {slices}: expected 0 … {len(slices) - 1}")
-    for s_ in slices:
-        got = np.sort(sp[sl == s_])
-        if got.size != np.unique(got).size:
-            dup = int(got[np.flatnonzero(np.diff(got) == 0)[0]])
-            raise MrfreconError(f"{path}: spoke {dup} of slice {s_} appears twice")
-        if not np.array_equal(got, np.arange(sequence.spokes)):
-            raise MrfreconError(f"{path}: slice {s_} has {got.size} spokes (counters {got[0]} … {got[-1]}), but the "
-                                f"sequence has {sequence.spokes}")
-    has_traj = int(hd["trajectory_dimensions"][rows[0]]) > 0
-    ksp = np.empty((len(slices), n_coils, sequence.spokes, n_samples_hdr), np.complex64)
-    traj = np.empty((sequence.spokes, n_samples_hdr, 2), np.float32) if has_traj else None
-    for r, s_, k_ in zip(rows, sl, sp, strict=True):
-        ksp[s_, :, k_] = np.asarray(table["data"][r], np.float32).view(np.complex64).reshape(n_coils, n_samples_hdr)
-        if traj is not None and s_ == 0:
-            tr = np.asarray(table["traj"][r], np.float32)
-            if tr.size != 2 * n_samples_hdr:
-                raise MrfreconError(f"{path}: spoke {k_}: trajectory of {tr.size} values, expected {n_samples_hdr} × 2")
-            traj[k_] = tr.reshape(n_samples_hdr, 2)
-    geo = {}
-    for s_ in slices:
-        r = rows[sl == s_][0]
-        geo[s_] = tuple(np.asarray(hd[f][r], float) for f in ("position", "read_dir", "phase_dir", "slice_dir"))
+    with f:
+        if "dataset/xml" not in f or "dataset/data" not in f:
+            raise MrfreconError(f"{path}: ISMRMRD: /dataset/xml or /dataset/data missing")
+        ds = f["dataset/data"]
+        try:
+            xml = f["dataset/xml"][0]
+            hd = ds.fields("head")[()]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise MrfreconError(f"{path}: not a readable ISMRMRD file ({e})") from None
+        head = _header(xml, path)
+        _check_timing(head, sequence, path)
+        if not head.encoding:
+            raise MrfreconError(f"{path}: ISMRMRD header has no encoding")
+        enc = head.encoding[0]
+        traj_kind = getattr(enc.trajectory, "value", str(enc.trajectory))
+        if traj_kind not in ("radial", "goldenangle", "other"):
+            raise MrfreconError(f"{path}: trajectory {traj_kind!r}: expected a radial acquisition")
+        try:
+            matrix = int(enc.reconSpace.matrixSize.x)
+            n_enc = int(enc.encodedSpace.matrixSize.x)
+            fov = float(enc.reconSpace.fieldOfView_mm.x), float(enc.reconSpace.fieldOfView_mm.y)
+            thick = float(enc.reconSpace.fieldOfView_mm.z)
+        except (TypeError, ValueError, AttributeError):
+            raise MrfreconError(f"{path}: ISMRMRD header: encodedSpace/reconSpace matrix or field of view missing or not numbers") from None
+        if matrix < 2 or n_enc < 2 or min(fov) <= 0:
+            raise MrfreconError(f"{path}: ISMRMRD header: recon matrix {matrix}, encoded readout {n_enc}, field of "
+                                f"view {fov} mm do not describe an image")
+
+        # ---- which acquisitions: noise apart, non-imaging skipped, one repetition (or all)
+        flags = hd["flags"]
+
+        def flagged(*names: str) -> np.ndarray:
+            mask = np.uint64(sum(1 << (getattr(ismrmrd, n) - 1) for n in names))  # flag n is bit n−1
+            return (flags & mask) != 0
+
+        is_noise = flagged("ACQ_IS_NOISE_MEASUREMENT")
+        imaging = np.flatnonzero(~is_noise & ~flagged(*_NOT_IMAGING))
+        noise_rows = np.flatnonzero(is_noise)
+        if imaging.size == 0:
+            raise MrfreconError(f"{path}: no imaging acquisitions")
+        reps_all = hd["idx"]["repetition"][imaging].astype(int)
+        present = sorted(set(reps_all.tolist()))
+        chosen = _choose_repetitions(repetition, present, path)
+        rows = imaging[np.isin(reps_all, chosen)]
+        rep = hd["idx"]["repetition"][rows].astype(int)
+
+        # ---- readout layout: one per scan, fitting the header (oversampling from the samples)
+        keys = ("active_channels", "number_of_samples", "discard_pre", "discard_post", "center_sample")
+        lay = np.stack([hd[k][rows].astype(np.int64) for k in keys], axis=1)
+        kinds, first = np.unique(lay, axis=0, return_index=True)
+        layouts = {}
+        for kind, i in sorted(zip(map(tuple, kinds), first), key=lambda t: t[1]):
+            layouts[kind] = readout_layout(*map(int, kind[1:]), encoded=n_enc, recon=matrix,
+                                           where=f"{path}: acquisition {int(rows[i])}")
+        if len(layouts) > 1:
+            (c0, n0, *_), (c1, n1, *_) = list(layouts)[:2]
+            i1 = int(rows[sorted(first)[1]])
+            raise MrfreconError(f"{path}: acquisition {i1}: {c1} coils × {n1} samples, expected {c0} × {n0} as in "
+                                f"acquisition {int(rows[0])} (one readout layout, coils and discards per scan)")
+        (kind, ro), = layouts.items()
+        n_coils, n_samples_file = int(kind[0]), int(kind[1])
+        if n_coils < 1:
+            raise MrfreconError(f"{path}: acquisition {int(rows[0])}: active_channels 0")
+
+        # ---- spokes per slice, per repetition
+        sl = hd["idx"]["slice"][rows].astype(int)
+        sp = hd["idx"]["kspace_encode_step_1"][rows].astype(int)
+        slices = sorted(set(sl.tolist()))
+        if slices != list(range(len(slices))):
+            raise MrfreconError(f"{path}: slice counters {slices}: expected 0 … {len(slices) - 1}")
+        for r_ in chosen:
+            in_rep = rep == r_
+            for s_ in slices:
+                got = np.sort(sp[in_rep & (sl == s_)])
+                what = f"slice {s_}" + (f" of repetition {r_}" if len(present) > 1 else "")
+                if got.size != np.unique(got).size:
+                    dup = int(got[np.flatnonzero(np.diff(got) == 0)[0]])
+                    raise MrfreconError(f"{path}: spoke {dup} of slice {s_} in repetition {r_} appears twice "
+                                        f"(idx.kspace_encode_step_1, idx.slice, idx.repetition)")
+                if not np.array_equal(got, np.arange(sequence.spokes)):
+                    span = f" (counters {got[0]} … {got[-1]})" if got.size else ""
+                    raise MrfreconError(f"{path}: {what} has {got.size} spokes{span}, but the sequence has "
+                                        f"{sequence.spokes}")
+
+        # ---- k-space of the chosen repetition(s), the spoke's samples only
+        n_use = ro.length
+        ksp = np.zeros((len(slices), n_coils, sequence.spokes, n_use), np.complex64)
+        cut = slice(ro.start, ro.start + n_use)
+        for r, v in _rows(ds, rows, "data"):
+            i = np.searchsorted(rows, r)
+            ksp[sl[i], :, sp[i]] += _acq_data(v, n_coils, n_samples_file, f"{path}: acquisition {r}")[:, cut]
+        if len(chosen) > 1:
+            ksp /= np.float32(len(chosen))
+        has_traj = int(hd["trajectory_dimensions"][rows[0]]) > 0
+        traj: np.ndarray | None = None
+        if has_traj:
+            traj = np.empty((sequence.spokes, n_use, 2), np.float32)
+            first_slice = rows[(sl == 0) & (rep == chosen[0])]
+            for r, v in _rows(ds, first_slice, "traj"):
+                tr = np.asarray(v, np.float32)
+                if tr.size != 2 * n_samples_file:
+                    raise MrfreconError(f"{path}: acquisition {r}: trajectory of {tr.size} values, expected "
+                                        f"{n_samples_file} × 2 (trajectory_dimensions 2)")
+                traj[sp[np.searchsorted(rows, r)]] = tr.reshape(n_samples_file, 2)[cut]
+
+        # ---- noise acquisitions: coil noise covariance at the imaging dwell time
+        noise_note: dict[str, Any] = {"acquisitions": int(noise_rows.size)}
+        whiten = None
+        if noise_rows.size and prewhiten:
+            dwell = float(hd["sample_time_us"][rows[0]])
+            parts = []
+            for r, v in _rows(ds, noise_rows, "data"):
+                c_, n_, pre, post = (int(hd[k][r]) for k in ("active_channels", "number_of_samples", "discard_pre", "discard_post"))
+                if c_ != n_coils:
+                    raise MrfreconError(f"{path}: noise acquisition {r} (ACQ_IS_NOISE_MEASUREMENT): {c_} coils, but the "
+                                        f"imaging acquisitions have {n_coils}")
+                x = _acq_data(v, c_, n_, f"{path}: noise acquisition {r}")[:, pre:n_ - post]
+                # noise variance ∝ 1/dwell: bring every noise sample to the imaging dwell time
+                parts.append(x / np.float32(dwell_time_scale(dwell, float(hd["sample_time_us"][r]))))
+            noise = np.concatenate(parts, axis=1)
+            try:
+                whiten = prewhitening_matrix(noise_covariance(noise))
+            except MrfreconError as e:
+                raise MrfreconError(f"{path}: noise acquisitions (ACQ_IS_NOISE_MEASUREMENT): {e}") from None
+            noise_dwell = sorted({float(hd["sample_time_us"][r]) for r in noise_rows})
+            noise_note.update(samples=int(noise.shape[1]), prewhitened=True, noise_dwell_us=noise_dwell,
+                              acquisition_dwell_us=dwell)
+        else:
+            noise_note["prewhitened"] = False
+        geo = {}
+        for s_ in slices:
+            r = rows[(sl == s_) & (rep == chosen[0])][0]
+            geo[s_] = tuple(np.asarray(hd[k][r], float) for k in ("position", "read_dir", "phase_dir", "slice_dir"))
     _check_complex(ksp, f"{path}: k-space")
+
+    # ---- prewhitening and coil compression: one (virtual, coils) matrix per slice
+    comp_note: dict[str, Any] = {}
+    if n_coils > 1 and (whiten is not None or coil_compression is not None):
+        mats = []
+        grams = []
+        for s_ in slices:
+            g = coil_gram(ksp[s_])
+            grams.append(g if whiten is None else whiten @ g @ whiten.conj().T)
+        k_virtual = None
+        if coil_compression == "auto":
+            k_virtual = max(coil_compression_of(g).virtual_coils for g in grams)
+        elif coil_compression is not None:
+            k_virtual = min(int(coil_compression), n_coils)
+        energies = []
+        for g in grams:
+            if k_virtual is None:
+                mats.append(whiten)
+                continue
+            cc = coil_compression_of(g, k_virtual)
+            energies.append(cc.energy)
+            mats.append(cc.matrix if whiten is None else cc.matrix @ whiten)
+        ksp = apply_coil_matrix(ksp, np.stack(mats))
+        if k_virtual is not None:
+            comp_note = {"virtual_coils": int(k_virtual), "compression": str(coil_compression),
+                         "compression_energy": round(float(min(energies)), 6)}
+    if readout == "remove" and ro.oversampling > 1:
+        if n_use % matrix:
+            raise MrfreconError(f"{path}: readout oversampling {ro.oversampling:g} ({n_use} samples for a {matrix} "
+                                f"matrix) is not an integer: it cannot be removed (readout='keep')")
+        factor = n_use // matrix
+        ksp = remove_readout_oversampling(ksp, factor)
+        if traj is not None:
+            idx = n_use // 2 + factor * (np.arange(matrix) - matrix // 2)
+            line = traj[:, n_use // 2:n_use // 2 + 1] + (np.arange(n_use) - n_use // 2)[None, :, None] * (
+                (traj[:, n_use // 2 + 1] - traj[:, n_use // 2 - 1]) / 2)[:, None]
+            if np.abs(traj - line).max() > 1e-3 * np.abs(traj).max():
+                raise MrfreconError(f"{path}: the file's trajectory is not straight, evenly spaced spokes: readout "
+                                    f"oversampling cannot be removed by cropping (readout='keep')")
+            traj = np.ascontiguousarray(traj[:, idx])
+    n_samples = ksp.shape[-1]
     if traj is not None:
         top = float(np.abs(traj).max())
         if not np.isfinite(traj).all() or top > 0.5 + 1e-4:
@@ -235,17 +497,22 @@ def read_ismrmrd(path: str | os.PathLike[str], sequence: Sequence, *, window: in
         traj = traj * np.float32(2 * np.pi)
         source = "file"
     else:
-        if n_samples_hdr % matrix:
-            raise MrfreconError(f"{path}: {n_samples_hdr} readout samples is not a multiple of the {matrix} matrix")
-        traj = radial_trajectory(sequence, matrix=matrix, oversampling=n_samples_hdr // matrix)
+        # the sequence's golden-angle spokes, samples 2π/n_samples apart with k = 0 at n_samples // 2
+        # (radial_trajectory's convention, whose oversampling need not be an integer here)
+        radius = (np.arange(n_samples) - n_samples // 2) * (2.0 * np.pi / n_samples)
+        theta = np.asarray(sequence.spoke_angles_rad(), np.float64)[:, None]
+        traj = np.empty((sequence.spokes, n_samples, 2), np.float32)
+        traj[..., 0] = radius * np.cos(theta)
+        traj[..., 1] = radius * np.sin(theta)
         source = "sequence golden angle"
+    n_virtual = ksp.shape[1]
     # time-averaged coil images (every spoke, ramp-weighted) → Walsh sensitivities → KWIC frames
     t_read = time.perf_counter()
     full = kwic_weights(traj, sequence.spokes, sequence.spokes)
     op = Nufft2D(matrix, nthreads=nthreads)
     op.set_points(traj.reshape(-1, 2))
-    avg = op.adjoint((ksp * full.weights[0][None, None]).reshape(len(slices), n_coils, -1))
-    sens = walsh_sensitivities(avg, window=sensitivity_window) if n_coils > 1 else None
+    avg = op.adjoint((ksp * full.weights[0][None, None]).reshape(len(slices), n_virtual, -1))
+    sens = walsh_sensitivities(avg, window=sensitivity_window) if n_virtual > 1 else None
     t_sens = time.perf_counter()
     series = kwic_reconstruct(ksp, traj, sequence, window=window, coils=sens, matrix=matrix, nthreads=nthreads)
     t_kwic = time.perf_counter()
@@ -264,9 +531,15 @@ def read_ismrmrd(path: str | os.PathLike[str], sequence: Sequence, *, window: in
         aff[:3, 2] = _unit(sd) * (thick or 1.0)
     centre = np.array([(matrix - 1) / 2, (matrix - 1) / 2])
     aff[:3, 3] = pos0 - aff[:3, :2] @ centre
+    rep_note = (f"{chosen[0]}" if len(chosen) == 1 else "average of " + ", ".join(map(str, chosen)))
     notes = {"kind": "ismrmrd", "coils": int(n_coils), "trajectory": source, "kwic_window": int(window),
              "recon": recon, **({"tv_weight": tv.weight} if recon == "kwic-tv" else {}),
-             "sensitivities": "Walsh (2000) on the time-averaged image" if n_coils > 1 else "single coil"}
+             "sensitivities": "Walsh (2000) on the time-averaged image" if n_virtual > 1 else "single coil",
+             "repetitions": present, "repetition": rep_note,
+             "readout": {"samples": n_samples_file, "used": [ro.start, ro.start + n_use],
+                         "oversampling": round(ro.oversampling, 6),
+                         "oversampling_handling": "removed" if n_samples < n_use else "kept"},
+             "noise": noise_note, **comp_note}
     seconds = {"read": t_read - t_start, "sensitivities": t_sens - t_read, "kwic": t_kwic - t_sens,
                "cs-tv": t_tv - t_kwic}
     return ImportedSeries(series, lps_to_ras @ aff, [str(path)], notes, seconds)
