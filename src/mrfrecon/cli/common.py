@@ -146,8 +146,11 @@ _read_opts = [
     click.option("--mask", type=click.Path(path_type=Path, dir_okay=False), default=None,
                  help="Foreground mask (NIfTI, or .npy in the series' axis order without t); default: the scan's "
                       "own, else estimated from the series."),
-    click.option("--phase-units", type=click.Choice(["auto", "radians", "scanner"]), default="auto", show_default=True,
-                 help="Phase images in radians or in the scanner's integer range (±4096 for ±π)."),
+    click.option("--phase-units", type=click.Choice(["auto", "radians", "scanner", "uint12"]), default="auto",
+                 show_default=True,
+                 help="Units of phase images: radians (±π), scanner (−4096…4096 for −π…π, Siemens' rescaled values) "
+                      "or uint12 (0…4095 for −π…π, Siemens' stored values without their rescale); auto: from the "
+                      "files' rescale tags, else from an unambiguous range."),
     click.option("--pair", type=click.Choice(["magnitude-phase", "real-imag"]), default=None,
                  help="What two parts of a series are (default: from BIDS part- names, else magnitude-phase)."),
     click.option("--voxel-mm", default=None, help="Voxel size x,y,slice in mm of arrays without geometry (default 1,1,8)."),

@@ -6,13 +6,20 @@
     from mrfrecon.io.readers import read_scan
 
     scan = read_scan("sub-01_part-mag_MRF.nii.gz")            # finds sub-01_part-phase_MRF.nii.gz
+    scan = read_scan("MRF.nii.gz")                            # dcm2niix: finds MRF_ph.nii.gz, reads the .json sidecars
     scan = read_scan("series.npy", axes="x,y,z,t")            # no geometry in the file: declare the axes
-    scan = read_scan("dicom/", mask="mask.nii.gz")            # magnitude + phase images, a mask from a file
+    scan = read_scan("dicom/", mask="mask.nii.gz")            # classic or enhanced multi-frame magnitude + phase images
     scan = read_scan("raw.mrd")                               # ISMRMRD radial k-space → Walsh + KWIC frames
 
 The kind is told from the content (HDF5 attributes, the DICOM preamble) and the file name; an
 input of another kind is refused with the list of kinds supported. Without a mask the foreground
 is estimated (:func:`mrfrecon.io.foreground.estimate_foreground`).
+
+Two-file NIfTI series find their other part by name: BIDS ``part-mag``/``part-phase`` (and
+``part-real``/``part-imag``), or dcm2niix's post-fixes (``rordenlab/dcm2niix`` FILENAMING.md:
+``_ph`` for a phase map, ``_real``/``_imaginary`` for complex parts; ``name.nii.gz`` +
+``name_ph.nii.gz``). Their JSON sidecars (:mod:`mrfrecon.io.sidecars`) are checked: the part each
+file is, the echo time against the sequence's, and the phase units they state.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from .geometry import affine_axcodes, affine_from_axcodes
 from .scan import SCAN_FORMAT, Scan, _validate_scan, load_scan
 from .series import ImportedSeries
 
-__all__ = ["KINDS", "bids_partner", "detect_kind", "drop_partners", "read_mask", "read_scan", "scan_stem", "supported_kinds"]
+__all__ = ["KINDS", "bids_partner", "dcm2niix_partner", "detect_kind", "drop_partners", "read_mask", "read_scan", "scan_stem", "supported_kinds"]
 
 #: The kinds of input every command reads.
 KINDS = {
@@ -39,7 +46,7 @@ KINDS = {
     "nifti": "NIfTI series (.nii, .nii.gz; complex, or magnitude + phase, or real + imaginary)",
     "numpy": "NumPy (.npy, .npz, with --axes)",
     "matlab": "MATLAB (.mat v5 or v7.3, with --axes)",
-    "dicom": "DICOM magnitude + phase images (.dcm files or a folder)",
+    "dicom": "DICOM magnitude + phase images, classic or enhanced multi-frame (.dcm files or a folder)",
 }
 _PARTNER = {"mag": "phase", "real": "imag"}
 _PAIR_OF = {"mag": "magnitude-phase", "real": "real-imag"}
@@ -102,15 +109,54 @@ def bids_partner(path: str | os.PathLike[str]) -> tuple[Path, str] | None:
     return other, _PAIR_OF[m.group(2)]
 
 
+def _nifti_named(folder: Path, stem: str) -> Path | None:
+    return next((q for q in (folder / f"{stem}.nii.gz", folder / f"{stem}.nii") if q.is_file()), None)
+
+
+def _nifti_stem(p: Path) -> str | None:
+    low = p.name.lower()
+    ext = ".nii.gz" if low.endswith(".nii.gz") else ".nii" if low.endswith(".nii") else None
+    return p.name[: -len(ext)] if ext else None
+
+
+def dcm2niix_partner(path: str | os.PathLike[str]) -> tuple[Path, Path, str] | None:
+    """The two parts of a dcm2niix series named by its post-fixes, from either file: ``(first,
+    second, pair)`` for ``S.nii.gz`` + ``S_ph.nii.gz`` (``magnitude-phase``) or ``S_real.nii.gz`` +
+    ``S_imaginary.nii.gz`` (``real-imag``), when both files exist; ``None`` otherwise.
+
+    Raises :class:`MrfreconError` for dcm2niix's ``_phMag`` files (magnitude and phase stacked on
+    the 4th axis), which are not an MRF series as they stand."""
+    p = Path(path)
+    stem = _nifti_stem(p)
+    if stem is None:
+        return None
+    if stem.endswith("_phMag"):
+        raise MrfreconError(f"{p}: dcm2niix stored magnitude and phase in one file (_phMag, the two parts stacked on "
+                            "the 4th axis); convert the magnitude and phase images to separate files (name.nii.gz + "
+                            "name_ph.nii.gz), or give them as a NumPy/MATLAB pair")
+    if stem.endswith("_ph") and (mag := _nifti_named(p.parent, stem[:-3])) is not None:
+        return mag, p, "magnitude-phase"
+    if stem.endswith("_imaginary") and (re_ := _nifti_named(p.parent, stem[:-10] + "_real")) is not None:
+        return re_, p, "real-imag"
+    if stem.endswith("_real") and (im := _nifti_named(p.parent, stem[:-5] + "_imaginary")) is not None:
+        return p, im, "real-imag"
+    if (ph := _nifti_named(p.parent, stem + "_ph")) is not None:
+        return p, ph, "magnitude-phase"
+    return None
+
+
 def drop_partners(paths: list[Path]) -> list[Path]:
-    """``paths`` without the second part of a BIDS pair whose first part is also listed (a shell
-    glob ``*.nii.gz`` names both ``part-mag`` and ``part-phase``)."""
+    """``paths`` without the second part of a BIDS or dcm2niix pair whose first part is also listed
+    (a shell glob ``*.nii.gz`` names both ``part-mag`` and ``part-phase``, or ``S`` and ``S_ph``)."""
     given = {Path(p).resolve() for p in paths}
     partners = set()
     for p in paths:
         found = bids_partner(p)
         if found is not None and found[0].resolve() in given:
             partners.add(found[0].resolve())
+        pair = dcm2niix_partner(p)
+        if pair is not None and pair[0].resolve() in given and pair[1].resolve() in given:
+            partners.add(pair[1].resolve())
     return [p for p in paths if Path(p).resolve() not in partners]
 
 
@@ -193,7 +239,9 @@ def read_scan(
     pair
         ``magnitude-phase`` (default for two files) or ``real-imag``.
     phase_units
-        ``auto``, ``radians`` or ``scanner`` (integer range ±4096 for ±π).
+        ``auto`` (from the files' tags: DICOM RescaleSlope/Intercept, NIfTI scl_slope/scl_inter,
+        sidecar ``Units``; else an unambiguous range), ``radians``, ``scanner`` (−4096 … 4096 for
+        −π … π) or ``uint12`` (0 … 4095 for −π … π): :func:`mrfrecon.io.series.phase_radians`.
     mask
         A foreground mask file (NIfTI or .npy); default: the scan's own, else estimated.
     voxel_mm, orientation
@@ -217,16 +265,28 @@ def read_scan(
             scan.attrs = {**scan.attrs, "foreground": f"from {mask}"}
         return scan
     seq = sequence or Sequence.mrf_wf()
+    echo_times = tuple(float(t) for t in np.unique(seq.te_ms))
     if second is None and kind == "nifti" and (found := bids_partner(p)) is not None:
         second, pair = found[0], pair or found[1]
         if not second.exists():
             raise MrfreconError(f"{p}: a BIDS part-{'mag' if pair == 'magnitude-phase' else 'real'} image, but its "
                                 f"other part {second.name} is not beside it")
+    elif second is None and kind == "nifti" and (both := dcm2niix_partner(p)) is not None:
+        p, second, pair = both[0], both[1], pair or both[2]
     imp: ImportedSeries
     if kind == "nifti":
         from .series import read_nifti
+        from .sidecars import check_sidecars, read_sidecar, sidecar_component
 
-        imp = read_nifti(p, second, frames=seq.frames, pair=pair or "magnitude-phase", axes=axes, phase_units=phase_units)
+        if second is None and (side := read_sidecar(p)) is not None and sidecar_component(side[1]) == "magnitude":
+            raise MrfreconError(f"{p}: its sidecar {side[0].name} says a magnitude image, and no phase file is beside "
+                                f"it ({scan_stem(p)}_ph.nii.gz as dcm2niix names it, or a BIDS part-phase file); give "
+                                "the phase file as the second input")
+        declared, side_notes = check_sidecars(p, Path(second) if second is not None else None,
+                                              pair or "magnitude-phase", echo_times)
+        imp = read_nifti(p, second, frames=seq.frames, pair=pair or "magnitude-phase", axes=axes, phase_units=phase_units,
+                         phase_declared=declared)
+        imp.notes.update(side_notes)
     elif kind == "numpy":
         from .series import read_numpy
 
@@ -239,7 +299,7 @@ def read_scan(
         from .dicom import read_dicom
 
         paths = [p] + ([Path(second)] if second is not None else [])
-        imp = read_dicom(paths, frames=seq.frames, phase_units=phase_units, echo_times_ms=tuple(np.unique(seq.te_ms)))
+        imp = read_dicom(paths, frames=seq.frames, phase_units=phase_units, echo_times_ms=echo_times)
     else:
         from .ismrmrd import read_ismrmrd
 

@@ -8,9 +8,17 @@ MATLAB files the order is MATLAB's own (``size(A)``), also for v7.3 files, which
 with the axes reversed. NIfTI images are ``(x, y, z, t)`` by the standard (NIfTI-1 ``dim``),
 or ``(x, y, t)`` for one slice; their affine (nibabel's, RAS+) is kept.
 
-Phase is in radians, or in the scanner's integer range ``[-4096, 4096)`` for ``[-π, π)``
-(Siemens' convention for phase images; ``phase_units="scanner"``); ``"auto"`` takes radians when
-every value lies within ±π and the scanner's range otherwise, and records which it took.
+Phase units (:func:`phase_radians`): radians; ``scanner``, the range ``[-4096, 4096)`` for
+``[-π, π)``; or ``uint12``, the 12-bit stored values ``0 … 4095`` for ``[-π, π)``. Siemens stores
+phase images as 0 … 4095 with RescaleSlope 2 and RescaleIntercept −4096, so that the rescaled
+values run −4096 … 4094 (dcm2niix copies the pair into the NIfTI ``scl_slope``/``scl_inter``:
+rordenlab/dcm2niix issue 406; the same range in nipreps/fmriprep pull request 1359). ``"auto"``
+takes the units that the data's own tags state (the caller passes them as ``declared``: that
+rescale pair in DICOM or NIfTI); without such tags it takes radians for values within ±π and the
+scanner's range for signed values that reach beyond ±1000·π (which no other known convention
+does), and refuses anything else, naming ``--phase-units``: phase images stored 0 … 4095 whose
+rescale values were lost read as scanner units give phases in [0, π) only, a silent error
+(T1H2O off by about 500 ms), and without the tags the range alone cannot tell.
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ import numpy as np
 
 from ..errors import MrfreconError
 
-__all__ = ["PAIRS", "ImportedSeries", "combine_parts", "parse_axes", "read_matlab", "read_nifti", "read_numpy"]
+__all__ = ["PAIRS", "PHASE_UNITS", "ImportedSeries", "combine_parts", "nifti_rescale_units", "parse_axes",
+           "phase_radians", "read_matlab", "read_nifti", "read_numpy"]
 
 #: Two-file (or two-variable) forms of a complex series.
 PAIRS = ("magnitude-phase", "real-imag")
@@ -32,6 +41,10 @@ PAIRS = ("magnitude-phase", "real-imag")
 _PART_NAMES = {"series": ("series", "data", "img", "image", "images"), "magnitude": ("magnitude", "mag", "abs"),
                "phase": ("phase", "pha", "angle"), "real": ("real", "re"), "imag": ("imag", "imaginary", "im")}
 _SCANNER_PHASE_HALF_RANGE = 4096.0  # Siemens phase images: −4096 … 4095 ↔ −π … π
+_UINT12_TOP = 4095.0  # Siemens' stored phase values 0 … 4095 (before RescaleSlope 2, RescaleIntercept −4096)
+#: Units of phase images (``--phase-units``); ``auto`` decides from the tags, else the value range.
+PHASE_UNITS = ("auto", "radians", "scanner", "uint12")
+_UNITS_SAID = "radians: ±π; scanner: −4096…4096 for −π…π; uint12: 0…4095 for −π…π"
 
 
 @dataclass
@@ -79,26 +92,72 @@ def _to_internal(a: np.ndarray, perm: tuple[int, ...]) -> np.ndarray:
     return np.transpose(a, (z, t, y, x))
 
 
-def _phase_radians(phase: np.ndarray, units: str, where: str) -> tuple[np.ndarray, str]:
-    if units not in ("auto", "radians", "scanner"):
-        raise MrfreconError(f"phase units: expected auto, radians or scanner, got {units!r}")
-    top = float(np.nanmax(np.abs(phase))) if phase.size else 0.0
-    if units == "auto":
-        units = "radians" if top <= np.pi * (1 + 1e-4) else "scanner"
-    if units == "radians" and top > np.pi * (1 + 1e-4) + 1e-6:
-        raise MrfreconError(f"{where}: phase: values up to {top:g} are not radians (|phase| ≤ π); the scanner's "
-                            f"integer range is phase units 'scanner'")
+def phase_radians(phase: np.ndarray, units: str, where: str,
+                  declared: tuple[str | None, str] | None = None) -> tuple[np.ndarray, dict[str, str]]:
+    """Phase values in radians.
+
+    Parameters
+    ----------
+    phase
+        Real phase values, any shape.
+    units
+        One of :data:`PHASE_UNITS`; ``"auto"`` takes ``declared``, else decides from the range.
+    where
+        The file(s), for messages.
+    declared
+        ``(units, what states them)`` from the data's own tags, e.g. ``("scanner", "RescaleSlope 2,
+        RescaleIntercept -4096")``; ``(None, what was found)`` for tags that state no known unit;
+        ``None`` when there are no such tags.
+
+    Returns
+    -------
+    radians, notes
+        The phase in radians (same shape, float64) and ``{"phase_units": ..., "phase_units_from": ...}``.
+
+    Raises
+    ------
+    MrfreconError
+        Units the values do not fit, or (``auto``) a range that fits no unit unambiguously.
+    """
+    if units not in PHASE_UNITS:
+        raise MrfreconError(f"phase units: expected one of {', '.join(PHASE_UNITS)}, got {units!r}")
+    phase = np.asarray(phase, dtype=np.float64)
+    lo = float(np.nanmin(phase)) if phase.size else 0.0
+    hi = float(np.nanmax(phase)) if phase.size else 0.0
+    top = max(abs(lo), abs(hi))
+    if units != "auto":
+        source = "--phase-units"
+    elif declared is not None and declared[0] is not None:
+        units, source = declared[0], declared[1]
+    elif top <= np.pi * (1 + 1e-4):
+        units, source = "radians", "value range within ±π"
+    elif lo < 0 and 1000 * np.pi < top <= _SCANNER_PHASE_HALF_RANGE + 1:
+        # signed and beyond ±1000π: neither radians, milliradians nor unsigned stored values
+        units, source = "scanner", "value range beyond ±1000π within ±4096"
+    else:
+        hint = (" (0…4095 is Siemens' stored range whose RescaleSlope 2 / RescaleIntercept -4096 are missing: "
+                "uint12, if that is what was lost)" if lo >= 0 and hi <= _UINT12_TOP + 0.5 else "")
+        said = declared[1] if declared is not None else "no tag that states their units"
+        raise MrfreconError(f"{where}: phase: values {lo:g}…{hi:g} and {said}{hint}; "
+                            f"say which with --phase-units ({_UNITS_SAID})")
+    fits = {"radians": -np.pi * (1 + 1e-4) - 1e-6 <= lo and hi <= np.pi * (1 + 1e-4) + 1e-6,
+            "scanner": -_SCANNER_PHASE_HALF_RANGE - 1 <= lo and hi <= _SCANNER_PHASE_HALF_RANGE + 1,
+            "uint12": -0.5 <= lo and hi <= _UINT12_TOP + 0.5}[units]
+    if not fits:
+        raise MrfreconError(f"{where}: phase: values {lo:g}…{hi:g} do not fit phase units {units} "
+                            f"(from {source}; {_UNITS_SAID})")
     if units == "scanner":
-        if top > _SCANNER_PHASE_HALF_RANGE + 1:
-            raise MrfreconError(f"{where}: phase: values up to {top:g} fit neither radians (±π) nor the scanner's "
-                                f"range (±{_SCANNER_PHASE_HALF_RANGE:g})")
-        return phase * (np.pi / _SCANNER_PHASE_HALF_RANGE), units
-    return phase, units
+        phase = phase * (np.pi / _SCANNER_PHASE_HALF_RANGE)
+    elif units == "uint12":  # the Siemens rescale (2·v − 4096), then the scanner's range
+        phase = (2.0 * phase - _SCANNER_PHASE_HALF_RANGE) * (np.pi / _SCANNER_PHASE_HALF_RANGE)
+    return phase, {"phase_units": units, "phase_units_from": source}
 
 
-def combine_parts(a: np.ndarray, b: np.ndarray, pair: str, where: str, phase_units: str = "auto") -> tuple[np.ndarray, dict]:
+def combine_parts(a: np.ndarray, b: np.ndarray, pair: str, where: str, phase_units: str = "auto",
+                  phase_declared: tuple[str | None, str] | None = None) -> tuple[np.ndarray, dict]:
     """One complex array from two real ones: ``pair`` is ``"magnitude-phase"`` (phase in
-    ``phase_units``) or ``"real-imag"``. Returns the array and notes."""
+    ``phase_units``; ``phase_declared``: the units the data's tags state, see
+    :func:`phase_radians`) or ``"real-imag"``. Returns the array and notes."""
     if pair not in PAIRS:
         raise MrfreconError(f"pair: expected one of {', '.join(PAIRS)}, got {pair!r}")
     a, b = np.asarray(a), np.asarray(b)
@@ -115,8 +174,8 @@ def combine_parts(a: np.ndarray, b: np.ndarray, pair: str, where: str, phase_uni
     if pair == "magnitude-phase":
         if np.nanmin(a) < 0:
             raise MrfreconError(f"{where}: magnitude: negative values (min {np.nanmin(a):g}); is this a real part? (pair real-imag)")
-        ph, units = _phase_radians(b, phase_units, where)
-        notes["phase_units"] = units
+        ph, more = phase_radians(b, phase_units, where, phase_declared)
+        notes.update(more)
         out = a * np.exp(1j * ph)
     else:
         out = a + 1j * b
@@ -171,6 +230,20 @@ def _nifti_axes(shape: tuple[int, ...], axes: str | None) -> str:
     return "x,y,t" if len(shape) == 3 else "x,y,z,t"
 
 
+def nifti_rescale_units(path: Path) -> tuple[str, str] | None:
+    """``("scanner", ...)`` when a NIfTI file's ``scl_slope``/``scl_inter`` are Siemens' phase
+    rescale (2, −4096), else ``None`` (other scalings state no unit)."""
+    import nibabel as nib
+
+    try:
+        slope, inter = nib.load(str(path)).header.get_slope_inter()
+    except Exception:  # read errors are reported by the data reader
+        return None
+    if slope is not None and inter is not None and np.isclose(slope, 2.0) and np.isclose(inter, -4096.0):
+        return "scanner", f"{path.name}: scl_slope 2, scl_inter -4096 (Siemens' phase rescale)"
+    return None
+
+
 def _spatial_affine(file_affine: np.ndarray, names: list[str]) -> np.ndarray:
     """The affine of the internal (x, y, slice) from a NIfTI affine of the file's spatial axes in
     storage order (i, j, k = the non-t axes in order)."""
@@ -187,8 +260,13 @@ def _spatial_affine(file_affine: np.ndarray, names: list[str]) -> np.ndarray:
 
 
 def read_nifti(path: str | os.PathLike[str], second: str | os.PathLike[str] | None = None, *, frames: int,
-               pair: str = "magnitude-phase", axes: str | None = None, phase_units: str = "auto") -> ImportedSeries:
-    """A complex NIfTI series, or a pair of real ones (``second``: phase or imaginary part)."""
+               pair: str = "magnitude-phase", axes: str | None = None, phase_units: str = "auto",
+               phase_declared: tuple[str | None, str] | None = None) -> ImportedSeries:
+    """A complex NIfTI series, or a pair of real ones (``second``: phase or imaginary part).
+
+    The phase file's own ``scl_slope`` 2 and ``scl_inter`` −4096 (Siemens' rescale, copied by
+    dcm2niix) state scanner units; else ``phase_declared`` (from a JSON sidecar,
+    :mod:`mrfrecon.io.sidecars`) may state them (:func:`phase_radians`)."""
     path = Path(path)
     data, aff = _nifti_data(path)
     sources = [str(path)]
@@ -198,7 +276,9 @@ def read_nifti(path: str | os.PathLike[str], second: str | os.PathLike[str] | No
         data2, aff2 = _nifti_data(Path(second))
         if not np.allclose(aff, aff2, atol=1e-3):
             raise MrfreconError(f"{second}: its affine differs from that of {path}: the two parts must share one geometry")
-        data, more = combine_parts(data, data2, pair, f"{path} + {second}", phase_units)
+        if pair == "magnitude-phase":  # the header's own rescale first, then what a sidecar says
+            phase_declared = nifti_rescale_units(Path(second)) or phase_declared
+        data, more = combine_parts(data, data2, pair, f"{path} + {second}", phase_units, phase_declared)
         notes.update(more)
         sources.append(str(second))
         where = f"{path} + {second}"
