@@ -145,7 +145,7 @@ def read_dicom(paths: list[str | os.PathLike[str]], *, frames: int, phase_units:
         complex64 ``(slices, frames, rows, columns)`` and the RAS+ affine of ``(column, row, slice)``.
     """
     files = _files([Path(p) for p in paths])
-    where = str(files[0].parent)
+    where = str(files[0]) if len(files) == 1 else str(files[0].parent)
     images: list[Frame] = [fr for f in files for fr in _read_frames(f)]
     for im in images:
         te = im.echo_ms

@@ -235,8 +235,9 @@ def nifti_rescale_units(path: Path) -> tuple[str, str] | None:
     rescale (2, −4096), else ``None`` (other scalings state no unit)."""
     import nibabel as nib
 
-    try:
-        slope, inter = nib.load(str(path)).header.get_slope_inter()
+    try:  # nibabel moves scl_slope/scl_inter from a loaded header into the data's proxy
+        proxy = nib.load(str(path)).dataobj
+        slope, inter = getattr(proxy, "slope", None), getattr(proxy, "inter", None)
     except Exception:  # read errors are reported by the data reader
         return None
     if slope is not None and inter is not None and np.isclose(slope, 2.0) and np.isclose(inter, -4096.0):
