@@ -210,3 +210,26 @@ def test_bad_multiframe_files_are_one_line(world, tmp_path, case):
     assert not out.exists()
     r = run("match", src, "--dictionary", world["root"] / "d.h5", "--out", tmp_path / "m")
     assert r.exit_code == 2 and not (tmp_path / "m").exists(), r.output
+
+
+def test_misread_phase_is_a_large_error(world):
+    """What the refusal prevents (docs/IMPORT.md quotes these numbers): stored 0…4095 phase taken as
+    scanner units, as the old reader did, against the same integers read as uint12, matched on a
+    simulated thigh slice (32², SNR 30, seed 11): median |ΔT1H2O| 600 ms, |ΔFF| 0.068, |ΔB1| 0.2."""
+    from mrfrecon.matching import match
+
+    seq = world["seq"]
+    cfg = {**load_preset("tiny")["cohort"], "matrix": 32, "slices": 1, "snr": 30.0}
+    scan = simulate_scan("s", "thigh", 11, cfg, seq, None)
+    w = {"scan": scan, "seq": seq, "aff": scan.affine_ras(), "stored": stored(scan)}
+    src = write_classic(w, world["root"] / "misread", rescale=False)
+    grid = Grid.from_spec({"t1h2o_ms": {"ranges": [[600, 2000, 50]]}, "t1fat_ms": {"values": [300, 350, 400]},
+                           "b1": {"ranges": [[0.3, 1.0, 0.1]]}, "df_hz": {"ranges": [[-60, 60, 20]]}})
+    d = Dictionary.build(seq, grid)
+    fg = scan.foreground
+    maps = {u: match(np.moveaxis(read_scan(src, phase_units=u).series, 1, -1)[fg], d) for u in ("scanner", "uint12")}
+    delta = {k: float(np.median(np.abs(np.asarray(maps["scanner"][k]) - np.asarray(maps["uint12"][k]))))
+             for k in ("t1h2o", "ff", "b1")}
+    print("median |Δ| misread vs right:", delta)
+    assert delta["t1h2o"] == pytest.approx(600, abs=50) and delta["ff"] == pytest.approx(0.068, abs=0.005)
+    assert delta["b1"] == pytest.approx(0.2, abs=0.05)
