@@ -228,8 +228,13 @@ def match_cmd(fingerprints: Path, second: Path | None, dict_path: Path, out: Pat
               help="ISMRMRD: frame reconstruction, KWIC or KWIC + CS-TV (the paper's; default kwic).")
 @click.option("--tv-weight", type=Num(0.0, 100.0, lo_open=True), default=None,
               help="ISMRMRD with --recon kwic-tv: TV weight (default 0.04, measured best at 1-1.5 mm pixels).")
+@click.option("--repetition", default=None, metavar="N|last|all-average",
+              help="ISMRMRD: which train by idx.repetition (default last: the one the sequence's signal model keeps).")
+@click.option("--virtual-coils", default=None, metavar="K|auto",
+              help="ISMRMRD: SVD coil compression to K virtual coils, or auto (99.9 % of the signal energy); default: all.")
 def import_cmd(source: Path, second: Path | None, out: Path, sequence_path: Path | None, echo_spacing: float,
-               window: int | None, recon: str | None, tv_weight: float | None, **read) -> None:
+               window: int | None, recon: str | None, tv_weight: float | None, repetition: str | None,
+               virtual_coils: str | None, **read) -> None:
     """Turn SOURCE into an mrfrecon scan: NIfTI, NumPy, MATLAB, DICOM (a folder or files) or ISMRMRD radial
     raw data (Walsh coil sensitivities, KWIC or KWIC + CS-TV frames); SECOND: the phase or imaginary part of a two-file series.
 
@@ -242,7 +247,8 @@ def import_cmd(source: Path, second: Path | None, out: Path, sequence_path: Path
     check_out(out, kind="file", suffixes=(".h5", ".hdf5"), inputs=(source,) + ((second,) if second else ()))
     opts = read_options(**read)
     seq = _sequence(sequence_path, echo_spacing)
-    raw = {k: v for k, v in {"window": window, "recon": recon, "tv_weight": tv_weight}.items() if v is not None}
+    raw = {k: v for k, v in {"window": window, "recon": recon, "tv_weight": tv_weight, "repetition": repetition,
+                             "coil_compression": virtual_coils}.items() if v is not None}
     scan = read_scan(source, second, sequence=seq, **opts, **raw)
     save_scan(out, scan)
     s, t, y, x = scan.series.shape

@@ -235,18 +235,24 @@ def _choose_repetitions(repetition: int | str, present: list[int], path: Path) -
     raise MrfreconError(f"repetition: expected a repetition index (idx.repetition), 'last' or 'all-average', got {repetition!r}")
 
 
-def _check_options(repetition: Any, readout: Any, coil_compression: Any) -> None:
+def _check_options(repetition: Any, readout: Any, coil_compression: Any) -> tuple[int | str, int | str | None]:
+    """Validate the raw-data options (strings from the command line too) → (repetition, coil_compression)."""
+    if isinstance(repetition, str) and repetition.strip().isdigit():
+        repetition = int(repetition)
     if not (repetition in REPETITION_CHOICES or (isinstance(repetition, (int, np.integer))
                                                   and not isinstance(repetition, bool) and repetition >= 0)):
-        raise MrfreconError(f"repetition: expected a repetition index ≥ 0 (idx.repetition), 'last' or 'all-average', "
-                            f"got {repetition!r}")
+        raise MrfreconError(f"repetition (--repetition): expected a repetition index ≥ 0 (idx.repetition), 'last' or "
+                            f"'all-average', got {repetition!r}")
     if readout not in READOUT_CHOICES:
         raise MrfreconError(f"readout: expected one of {', '.join(READOUT_CHOICES)}, got {readout!r}")
+    if isinstance(coil_compression, str) and coil_compression.strip().isdigit():
+        coil_compression = int(coil_compression)
     if not (coil_compression is None or coil_compression == "auto" or (
             isinstance(coil_compression, (int, np.integer)) and not isinstance(coil_compression, bool)
             and coil_compression >= 1)):
-        raise MrfreconError(f"coil_compression: expected a number of virtual coils ≥ 1, 'auto' or None, "
-                            f"got {coil_compression!r}")
+        raise MrfreconError(f"coil_compression (--virtual-coils): expected a number of virtual coils ≥ 1, 'auto' or "
+                            f"none, got {coil_compression!r}")
+    return repetition, coil_compression
 
 
 def read_ismrmrd(path: str | os.PathLike[str], sequence: Sequence, *, window: int = 55,
@@ -296,7 +302,7 @@ def read_ismrmrd(path: str | os.PathLike[str], sequence: Sequence, *, window: in
     if recon not in RECONS:
         raise MrfreconError(f"recon: expected one of {', '.join(RECONS)}, got {recon!r}")
     tv = CsTvOptions() if tv_weight is None else CsTvOptions(weight=tv_weight)  # validates the weight first
-    _check_options(repetition, readout, coil_compression)
+    repetition, coil_compression = _check_options(repetition, readout, coil_compression)
     import h5py
     import ismrmrd
 
@@ -452,29 +458,34 @@ def read_ismrmrd(path: str | os.PathLike[str], sequence: Sequence, *, window: in
 
     # ---- prewhitening and coil compression: one (virtual, coils) matrix per slice
     comp_note: dict[str, Any] = {}
-    if n_coils > 1 and (whiten is not None or coil_compression is not None):
+    if whiten is not None or coil_compression is not None:
         mats = []
         grams = []
         for s_ in slices:
             g = coil_gram(ksp[s_])
             grams.append(g if whiten is None else whiten @ g @ whiten.conj().T)
+        # the noise floor of a virtual coil: whitened noise has unit variance per sample (1/R after
+        # averaging R repetitions); never above the smallest eigenvalue (rawprep's docstring)
+        per_coil = ksp[0, 0].size / len(chosen)
+        floors = [None if whiten is None else min(float(np.linalg.eigvalsh(g)[0]), per_coil) for g in grams]
         k_virtual = None
         if coil_compression == "auto":
-            k_virtual = max(coil_compression_of(g).virtual_coils for g in grams)
+            k_virtual = max(coil_compression_of(g, noise_power=p).virtual_coils for g, p in zip(grams, floors))
         elif coil_compression is not None:
             k_virtual = min(int(coil_compression), n_coils)
-        energies = []
-        for g in grams:
+        kept = []
+        for g, p in zip(grams, floors):
             if k_virtual is None:
                 mats.append(whiten)
                 continue
-            cc = coil_compression_of(g, k_virtual)
-            energies.append(cc.energy)
+            cc = coil_compression_of(g, k_virtual, noise_power=p)
+            kept.append((cc.signal_energy, cc.energy))
             mats.append(cc.matrix if whiten is None else cc.matrix @ whiten)
         ksp = apply_coil_matrix(ksp, np.stack(mats))
         if k_virtual is not None:
             comp_note = {"virtual_coils": int(k_virtual), "compression": str(coil_compression),
-                         "compression_energy": round(float(min(energies)), 6)}
+                         "compression_signal_energy": round(float(min(e for e, _ in kept)), 6),
+                         "compression_energy": round(float(min(e for _, e in kept)), 6)}
     if readout == "remove" and ro.oversampling > 1:
         if n_use % matrix:
             raise MrfreconError(f"{path}: readout oversampling {ro.oversampling:g} ({n_use} samples for a {matrix} "
