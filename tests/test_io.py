@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import h5py
 import nibabel as nib
@@ -114,16 +115,19 @@ def test_bids_maps_and_sidecars(tmp_path):
     side = provenance("CNN proposed", "Balsiger et al. 2019", ["in.h5"], {"checkpoint": ck})
     paths = export_maps(s.maps, tmp_path / "nii", "s000", s.affine_ras(), sidecar=side, foreground=s.foreground)
     names = sorted(p.name for p in paths)
-    assert names == ["s000_FFmap.json", "s000_FFmap.nii.gz", "s000_TB1map.json", "s000_TB1map.nii.gz",
-                     "s000_desc-foreground_mask.nii.gz", "s000_desc-water_T1map.json", "s000_desc-water_T1map.nii.gz"]
+    assert names == ["s000_FFmap.json", "s000_FFmap.nii.gz", "s000_desc-foreground_mask.json",
+                     "s000_desc-foreground_mask.nii.gz", "s000_desc-mrf_TB1map.json", "s000_desc-mrf_TB1map.nii.gz",
+                     "s000_desc-water_T1map.json", "s000_desc-water_T1map.nii.gz"]
     t1 = nib.load(tmp_path / "nii" / "s000_desc-water_T1map.nii.gz")
     assert t1.shape == (12, 12, 2)
     np.testing.assert_allclose(t1.header.get_zooms(), (1.0, 1.0, 8.0))
     # BIDS units: T1map in seconds, TB1map and FF in percent (bids-specification suffixes.yaml)
     np.testing.assert_allclose(np.asarray(t1.dataobj)[3, 4, 1], s.maps["t1h2o"][1, 4, 3] / 1000, rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(nib.load(tmp_path / "nii" / "s000_TB1map.nii.gz").dataobj), 80.0, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(nib.load(tmp_path / "nii" / "s000_desc-mrf_TB1map.nii.gz").dataobj), 80.0, rtol=1e-6)
     doc = json.loads((tmp_path / "nii" / "s000_desc-water_T1map.json").read_text())
-    assert doc["Units"] == "s" and doc["BasedOn"] == ["in.h5"] and doc["EstimationSoftwareName"] == "mrfrecon"
+    # outside a BIDS dataset the sources are file: URIs (BIDS URIs need a dataset to resolve against)
+    assert doc["Units"] == "s" and doc["Sources"] == [Path("in.h5").resolve().as_uri()]
+    assert doc["EstimationSoftwareName"] == "mrfrecon" and "BasedOn" not in doc
     assert doc["Method"]["checkpoint"]["sha256"] == hashlib.sha256(b"weights").hexdigest()
     assert json.loads((tmp_path / "nii" / "s000_FFmap.json").read_text())["Units"] == "%"
 

@@ -5,8 +5,14 @@
     from mrfrecon.inference import predict_scan, predict_folder
 
     maps = predict_scan("runs/proposed/checkpoint_best.pt", scan)   # name → (slices, y, x)
+    maps = predict_scan("shipped:proposed", "sub-01_part-mag_MRF.nii.gz")  # read with its sequence
     predict_folder(ckpt, sorted(Path("cohort").glob("*.h5")), Path("pred"))
-    # pred/<stem>_maps.h5 and BIDS-style NIfTI maps: pred/<stem>_desc-water_T1map.nii.gz (+ .json), ...
+    # pred/<stem>_maps.h5 and NIfTI maps with BIDS names: pred/<stem>_desc-water_T1map.nii.gz (+ .json), ...
+    predict_folder("shipped:proposed", inputs, "maps", bids_derivatives="bids/derivatives/mrfrecon")
+
+Every function that takes a checkpoint takes a path, ``shipped:<name>`` (a checkpoint shipped
+with the package, :mod:`mrfrecon.shipped`) or a loaded :class:`~mrfrecon.checkpoint.Checkpoint`;
+:func:`predict_folder` loads it and builds its network once, and hands both down to each scan.
 
 Whole slices in one fully convolutional pass (:func:`mrfrecon.data.predict_volume`): patch and
 pixel networks on the slice zero-padded by their margin (identical to tiling the training
@@ -26,16 +32,19 @@ import numpy as np
 import torch
 
 from . import __version__
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint import Checkpoint
 from .data import normalize_series, predict_volume
 from .errors import MrfreconError
 from .atomic import atomic_h5
+from .io.bids import plan_derivatives
 from .io.nifti import export_maps, planned_outputs, provenance
 from .io.readers import detect_kind, drop_partners, read_scan, scan_stem
 from .io.scan import MAP_UNITS, Scan, load_scan
 from .runtime import default_device
+from .shipped import open_checkpoint
 
-__all__ = ["MAPS_FORMAT", "check_compatible", "load_maps", "maps_path_for", "plan_outputs", "predict_folder", "predict_scan"]
+__all__ = ["MAPS_FORMAT", "check_compatible", "load_maps", "maps_path_for", "plan_outputs", "predict_folder", "predict_scan",
+           "scan_sources"]
 
 MAPS_FORMAT = "mrfrecon.maps/1"
 MAPS_SUFFIX = "_maps.h5"
@@ -64,7 +73,7 @@ def _autocast(device: torch.device, amp: bool):
 
 def predict_scan(
     checkpoint: str | os.PathLike[str] | Checkpoint,
-    scan: Scan,
+    scan: Scan | str | os.PathLike[str],
     device: str | torch.device | None = None,
     *,
     tile: int | None = None,
@@ -75,13 +84,35 @@ def predict_scan(
     """Maps of one scan: name → float32 (slices, y, x) in physical units (T1H2O ms, FF 0–1,
     B1 a.u.), clipped to the training range, 0 outside ``scan.foreground``.
 
-    ``checkpoint``: a path or a loaded :class:`~mrfrecon.checkpoint.Checkpoint`. ``tile``: output
-    tile size for patch/pixel models to bound memory on large slices (same result). ``amp``:
-    bf16/fp16 autocast on CUDA (ignored on CPU). ``net``: the already built network of this
-    checkpoint (saves rebuilding it per scan). Raises :class:`MrfreconError` when the scan's
-    frame count or sequence does not match the checkpoint, or its series holds NaN/inf.
+    Parameters
+    ----------
+    checkpoint
+        A checkpoint file, ``shipped:<name>`` (:func:`mrfrecon.shipped.resolve_checkpoint`), or a
+        loaded :class:`~mrfrecon.checkpoint.Checkpoint` (not read again).
+    scan
+        A :class:`~mrfrecon.io.scan.Scan`, or any input :func:`~mrfrecon.io.readers.read_scan`
+        reads, which is then read as acquired with the checkpoint's sequence.
+    device
+        Default :func:`mrfrecon.runtime.default_device`.
+    tile
+        Output tile size for patch/pixel models to bound memory on large slices (same result).
+    amp
+        bf16/fp16 autocast on CUDA (ignored on CPU).
+    net
+        The already built network of this checkpoint (saves rebuilding it per scan).
+    where
+        How errors name the scan.
+
+    Raises
+    ------
+    MrfreconError
+        When the scan's frame count or sequence does not match the checkpoint, or its series holds
+        NaN/inf.
     """
-    ck = load_checkpoint(checkpoint)
+    ck = open_checkpoint(checkpoint)
+    if not isinstance(scan, Scan):
+        where = where if where != "scan" else os.fspath(scan)
+        scan = read_scan(scan, sequence=ck.sequence)
     check_compatible(ck, scan, where)
     try:
         series, _ = normalize_series(scan.series)
@@ -136,10 +167,19 @@ def predict_folder(
     amp: bool = False,
     progress: Callable[[int], None] | None = None,
     read_options: dict | None = None,
+    bids_derivatives: str | os.PathLike[str] | None = None,
+    net: torch.nn.Module | None = None,
 ) -> list[Path]:
     """Predict every input and write ``out_dir/<stem>_maps.h5`` (maps, foreground, and the
-    checkpoint and input it came from as attributes) and, with ``nifti``, the BIDS-style NIfTI
-    maps with JSON sidecars of :func:`mrfrecon.io.nifti.export_maps`. Returns the ``*_maps.h5`` paths.
+    checkpoint and input it came from as attributes) and, with ``nifti``, the NIfTI maps with
+    JSON sidecars of :func:`mrfrecon.io.nifti.export_maps`. Returns the ``*_maps.h5`` paths.
+
+    ``checkpoint``: a path, ``shipped:<name>`` or a loaded checkpoint; it is loaded and its
+    network built once (``net``: already built on ``device``) for all scans. The NIfTI maps go
+    into the BIDS derivative dataset ``bids_derivatives`` (``sub-*/[ses-*/]anat|fmap/``, with its
+    ``dataset_description.json``), or, without it, into ``<bids root>/derivatives/mrfrecon`` when
+    ``out_dir`` lies inside a BIDS dataset and the inputs have BIDS names, else beside the HDF5
+    maps (:func:`mrfrecon.io.bids.plan_derivatives`).
 
     Inputs are any kind :func:`mrfrecon.io.readers.read_scan` reads (``read_options`` go to it:
     ``axes``, ``mask``, ``phase_units``, ...; imported series are taken as acquired with the
@@ -148,19 +188,21 @@ def predict_folder(
     before the first file is written, so a bad input leaves ``out_dir`` untouched; every file is
     written atomically. An output that would replace one of the input files is refused.
     """
-    ck = load_checkpoint(checkpoint)
+    ck = open_checkpoint(checkpoint)
     paths = drop_partners([Path(p) for p in scan_paths])
     if not paths:
         raise MrfreconError("no scan files given")
     out_dir = Path(out_dir)
-    planned = plan_outputs(ck, paths, out_dir, nifti=nifti)
+    deriv = plan_derivatives(out_dir, {str(p): scan_stem(p) for p in paths}, bids_derivatives) if nifti else None
+    planned = plan_outputs(ck, paths, out_dir, nifti=nifti, bids_derivatives=deriv)
     # headers first (cheap): a frame or sequence mismatch anywhere fails before any prediction
     kinds = [detect_kind(p) for p in paths]
     for p, kind in zip(paths, kinds, strict=True):
         if kind == "scan":
             check_compatible(ck, load_scan(p, series=False), str(p))
     dev = default_device(device)
-    net = ck.build_model(dev)
+    if net is None:
+        net = ck.build_model(dev)
     results = []
     for i, p in enumerate(paths):
         scan = read_scan(p, sequence=ck.sequence, **(read_options or {}))
@@ -171,22 +213,38 @@ def predict_folder(
     attrs_base = {"checkpoint": str(ck.path), "model": json.dumps(ck.spec), "target": ck.target,
                   "sequence_digest": ck.sequence_digest, "checkpoint_epoch": str(ck.epoch),
                   "mrfrecon_version": __version__, "git_hash": ck.meta.get("git_hash", "unknown")}
+    # one provenance (and one SHA-256 of the checkpoint) for all scans; Sources per scan
+    algorithm = f"CNN {ck.spec.get('name', '?')} (fully convolutional, one pass per slice)"
+    side = provenance(algorithm, "Balsiger et al., On the spatial and temporal influence for the reconstruction of "
+                      "magnetic resonance fingerprinting, MIDL 2019", [], {"checkpoint": ck.path},
+                      TrainingTarget=ck.target) if nifti else {}
+    generated = {"Description": f"mrfrecon predict: {algorithm}, trained on {ck.target} maps"}
     written = []
     for p, outs, (maps, scan) in zip(paths, planned, results, strict=True):
         _write_maps(outs[0], maps, scan.foreground, {**attrs_base, "scan": str(p)})
         if nifti:
-            side = provenance(f"CNN {ck.spec.get('name', '?')} (fully convolutional, one pass per slice)",
-                              "Balsiger et al., On the spatial and temporal influence for the reconstruction of magnetic "
-                              "resonance fingerprinting, MIDL 2019", scan.attrs.get("source", [str(p)]),
-                              {"checkpoint": ck.path}, TrainingTarget=ck.target)
-            export_maps(maps, out_dir, scan_stem(p), scan.affine_ras(), sidecar=side, foreground=scan.foreground)
+            export_maps(maps, deriv or out_dir, scan_stem(p), scan.affine_ras(),
+                        sidecar={**side, "Sources": scan_sources(scan, p)}, foreground=scan.foreground,
+                        bids=deriv is not None, generated_by=generated)
         written.append(outs[0])
     return written
 
 
-def plan_outputs(ck: Checkpoint, paths: Sequence[Path], out_dir: Path, *, nifti: bool = True) -> list[list[Path]]:
-    """The files :func:`predict_folder` would write per input (``*_maps.h5`` first); refuses
-    inputs whose outputs collide and outputs that would replace an input."""
+def scan_sources(scan: Scan, path: str | os.PathLike[str]) -> list[str]:
+    """The files a scan was read from, the ``Sources`` of its maps: ``path`` itself for an
+    mrfrecon scan file, else the importer's sources (both parts of a pair) that exist."""
+    p = Path(path)
+    if p.is_dir() or detect_kind(p) == "scan":
+        return [os.fspath(p)]
+    found = [s for s in scan.attrs.get("source", []) or [] if isinstance(s, str) and Path(s).exists()]
+    return found or [os.fspath(p)]
+
+
+def plan_outputs(ck: Checkpoint, paths: Sequence[Path], out_dir: Path, *, nifti: bool = True,
+                 bids_derivatives: str | os.PathLike[str] | None = None) -> list[list[Path]]:
+    """The files :func:`predict_folder` would write per input (``*_maps.h5`` first; the NIfTI
+    maps in ``bids_derivatives``, a derivative dataset root, when given, else in ``out_dir``);
+    refuses inputs whose outputs collide and outputs that would replace an input."""
     stems = [scan_stem(p) for p in paths]
     dup = sorted({s for s in stems if stems.count(s) > 1})
     if dup:
@@ -194,11 +252,18 @@ def plan_outputs(ck: Checkpoint, paths: Sequence[Path], out_dir: Path, *, nifti:
     inputs = {Path(p).resolve() for p in paths}
     if ck.path is not None:
         inputs.add(ck.path.resolve())
-    planned = []
+    bids = bids_derivatives is not None
+    folder = Path(bids_derivatives) if bids else out_dir
+    planned: list[list[Path]] = []
+    owner: dict[Path, Path] = {}
     for p, stem in zip(paths, stems, strict=True):
-        outs = [maps_path_for(p, out_dir)] + (planned_outputs(out_dir, stem, ck.maps) if nifti else [])
+        outs = [maps_path_for(p, out_dir)] + (planned_outputs(folder, stem, ck.maps, bids=bids) if nifti else [])
         for o in outs:
             if o.resolve() in inputs:
                 raise MrfreconError(f"{o}: is an input file; choose another --out")
+            # names built from fewer entities than the inputs carry (a fieldmap drops rec-) may meet
+            if o.resolve() in owner:
+                raise MrfreconError(f"{owner[o.resolve()]} and {p}: both would write {o}")
+            owner[o.resolve()] = p
         planned.append(outs)
     return planned

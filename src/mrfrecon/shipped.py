@@ -18,13 +18,16 @@ import os
 import shutil
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_write_text
 from .errors import MrfreconError
 from .io.nifti import file_sha256 as sha256_of  # the SHA-256 the maps' sidecars record too
 
-__all__ = ["PREFIX", "resolve_checkpoint", "ship", "shipped_checkpoints", "shipped_dir", "sha256_of"]
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
+
+__all__ = ["PREFIX", "open_checkpoint", "resolve_checkpoint", "ship", "shipped_checkpoints", "shipped_dir", "sha256_of"]
 
 PREFIX = "shipped:"
 MANIFEST = "MANIFEST.json"
@@ -72,6 +75,15 @@ def resolve_checkpoint(spec: str | os.PathLike[str]) -> Path:
         raise MrfreconError(f"{path}: SHA-256 {digest[:16]}… differs from the manifest's {entry['sha256'][:16]}… "
                             f"(damaged or replaced file); reinstall mrfrecon")
     return path
+
+
+def open_checkpoint(spec: str | os.PathLike[str] | Checkpoint) -> Checkpoint:
+    """A loaded checkpoint from a path, ``shipped:<name>`` (:func:`resolve_checkpoint`) or an
+    already loaded :class:`~mrfrecon.checkpoint.Checkpoint` (returned as is): what every Python
+    function that takes a checkpoint accepts, as the command line does."""
+    from .checkpoint import Checkpoint, load_checkpoint
+
+    return spec if isinstance(spec, Checkpoint) else load_checkpoint(resolve_checkpoint(spec))
 
 
 def ship(checkpoint: str | os.PathLike[str], name: str, *, command: str, extra: dict[str, Any] | None = None) -> Path:

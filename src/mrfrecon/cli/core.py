@@ -139,9 +139,12 @@ def _fingerprint_list(path: Path, axes: str | None) -> np.ndarray | None:
 @click.option("--method", type=click.Choice(["fast", "exhaustive", "gridded-ff"]), default="fast", show_default=True,
               help="fast: coarse-to-fine two-component; exhaustive: all pairs; gridded-ff: the paper's baseline.")
 @click.option("--ff-model", type=click.Choice(["common-phase", "magnitude"]), default="common-phase", show_default=True)
+@click.option("--bids-derivatives", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="BIDS derivative dataset for the NIfTI maps (sub-*/[ses-*/]anat|fmap/, dataset_description.json); "
+                   "default: <bids root>/derivatives/mrfrecon when a folder --out lies inside a BIDS dataset.")
 @_with(_read_opts)
 def match_cmd(fingerprints: Path, second: Path | None, dict_path: Path, out: Path, method: str, ff_model: str,
-              **read) -> None:
+              bids_derivatives: Path | None, **read) -> None:
     """Match FINGERPRINTS to a dictionary: a scan or image series of any kind `mrfrecon import` reads
     (SECOND: the phase or imaginary part of a two-file series), or a .npy of complex fingerprints
     (n, frames).
@@ -160,6 +163,8 @@ def match_cmd(fingerprints: Path, second: Path | None, dict_path: Path, out: Pat
     if name.endswith((".nii", ".nii.gz")):
         raise MrfreconError(f"{out}: NIfTI maps are one file per map: give a folder as --out (or a .npz / .h5 file)")
     to_folder = not name.endswith(_MATCH_SUFFIXES)
+    if bids_derivatives is not None and not to_folder:
+        raise MrfreconError(f"--bids-derivatives: give a folder as --out (for the HDF5 maps), not {out.name}")
     check_out(out, kind="dir" if to_folder else "file", inputs=(fingerprints, dict_path) + ((second,) if second else ()))
     for p in (fingerprints, second):
         if p is not None and not p.exists():
@@ -190,9 +195,13 @@ def match_cmd(fingerprints: Path, second: Path | None, dict_path: Path, out: Pat
     stem = scan_stem(fingerprints)
     if to_folder:
         from ..inference import MAPS_SUFFIX
+        from ..io.bids import plan_derivatives
         from ..io.nifti import planned_outputs
 
-        for o in [out / f"{stem}{MAPS_SUFFIX}", *planned_outputs(out, stem, MAP_KEYS)]:
+        # NIfTI maps: a BIDS derivative dataset (--bids-derivatives, or --out inside a BIDS dataset), else --out
+        deriv = plan_derivatives(out, {str(fingerprints): stem}, bids_derivatives)
+        for o in [out / f"{stem}{MAPS_SUFFIX}", *planned_outputs(deriv or out, stem, MAP_KEYS, labels=scan.labels is not None,
+                                                                  bids=deriv is not None)]:
             check_out(o, kind="file", inputs=(fingerprints, dict_path))
     n = int(scan.foreground.sum())
     t0 = time.perf_counter()
@@ -201,18 +210,20 @@ def match_cmd(fingerprints: Path, second: Path | None, dict_path: Path, out: Pat
                               ff_model=ff_model, progress=cb)
     dt = time.perf_counter() - t0
     if to_folder:
-        from ..inference import MAPS_SUFFIX, _write_maps
+        from ..inference import MAPS_SUFFIX, _write_maps, scan_sources
         from ..io.nifti import export_maps, provenance
 
         _write_maps(out / f"{stem}{MAPS_SUFFIX}", maps, scan.foreground, {**attrs, "scan": str(fingerprints)})
-        side = provenance(f"two-component (water, fat) dictionary matching, method {method}, FF model {ff_model}",
-                          "Balsiger et al., MIDL 2019 (two-component matching: docs/MATCHING.md)",
-                          scan.attrs.get("source", [str(fingerprints)]), {"dictionary": dict_path})
-        export_maps(maps, out, stem, scan.affine_ras(), sidecar=side, foreground=scan.foreground & maps["valid"],
-                    labels=scan.labels, label_names=scan.label_names)
+        algorithm = f"two-component (water, fat) dictionary matching, method {method}, FF model {ff_model}"
+        side = provenance(algorithm, "Balsiger et al., MIDL 2019 (two-component matching: docs/MATCHING.md)",
+                          scan_sources(scan, fingerprints), {"dictionary": dict_path})
+        export_maps(maps, deriv or out, stem, scan.affine_ras(), sidecar=side, foreground=scan.foreground & maps["valid"],
+                    labels=scan.labels, label_names=scan.label_names, bids=deriv is not None,
+                    generated_by={"Description": f"mrfrecon match: {algorithm}"})
     else:
         _save_maps(maps, out, attrs)
-    click.echo(f"matched {n:,} foreground voxels ({scan.attrs.get('foreground', 'the scan’s mask')}) in {dt:.2f} s; wrote {out}")
+    wrote = f"{out} and the BIDS derivative dataset {deriv}" if to_folder and deriv is not None else str(out)
+    click.echo(f"matched {n:,} foreground voxels ({scan.attrs.get('foreground', 'the scan’s mask')}) in {dt:.2f} s; wrote {wrote}")
 
 
 # --------------------------------------------------------------------------------- import

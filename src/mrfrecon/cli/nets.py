@@ -105,33 +105,48 @@ def parse_model_options(items: tuple[str, ...]) -> dict[str, bool | int | float 
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Folder for <scan>_maps.h5 and BIDS-style NIfTI maps with JSON sidecars.")
 @click.option("--no-nifti", is_flag=True, help="Write only the HDF5 maps.")
+@click.option("--bids-derivatives", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="BIDS derivative dataset for the NIfTI maps (sub-*/[ses-*/]anat|fmap/, dataset_description.json); "
+                   "default: <bids root>/derivatives/mrfrecon when --out lies inside a BIDS dataset.")
 @click.option("--tile", type=Num(1, 4096, integer=True), default=None, help="Predict in output tiles of this size (less memory, same result).")
 @_with(_read_opts)
-def predict_cmd(checkpoint: Path, scans: tuple[Path, ...], out: Path, no_nifti: bool, tile: int | None, **read) -> None:
+def predict_cmd(checkpoint: Path, scans: tuple[Path, ...], out: Path, no_nifti: bool, bids_derivatives: Path | None,
+                tile: int | None, **read) -> None:
     """Predict T1H2O (ms), FF and B1 maps of SCANS with a trained network: scan .h5 files or any
     input `mrfrecon import` reads (the phase part of a BIDS part-mag/part-phase pair is found by name).
 
-    NIfTI maps: <stem>_desc-water_T1map (s), <stem>_FFmap (%), <stem>_TB1map (%), each with a JSON sidecar."""
+    NIfTI maps named from the input's BIDS entities (sub-01_part-mag_MRF.nii.gz → sub-01_…):
+    anat/…_desc-water_T1map (s), anat/…_FFmap (%), fmap/…_desc-mrf_TB1map (%), each with a JSON
+    sidecar, in a BIDS derivative dataset (--bids-derivatives), else beside the HDF5 maps."""
     import time
 
     from ..checkpoint import load_checkpoint
     from ..inference import plan_outputs, predict_folder
-    from ..io.readers import drop_partners
+    from ..io.bids import plan_derivatives
+    from ..io.readers import drop_partners, scan_stem
+    from ..runtime import default_device
     from ..shipped import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(checkpoint)  # shipped:<name> → its file, SHA-256 checked
     check_out(out, kind="dir", inputs=(checkpoint, *scans))
+    if no_nifti and bids_derivatives is not None:
+        raise MrfreconError("--bids-derivatives: the derivative dataset holds the NIfTI maps; drop --no-nifti")
     opts = read_options(**read)
     t0 = time.perf_counter()
     ck = load_checkpoint(checkpoint)  # before the bar: a bad file is one line of error
-    ck.build_model()  # a spec that builds no network, too
+    net = ck.build_model(default_device())  # a spec that builds no network, too; built once for all scans
     inputs = drop_partners(list(scans))
-    for outs in plan_outputs(ck, inputs, out, nifti=not no_nifti):
+    deriv = None if no_nifti else plan_derivatives(out, {str(p): scan_stem(p) for p in inputs}, bids_derivatives)
+    if deriv is not None:
+        check_out(deriv, kind="dir", inputs=(checkpoint, *scans))
+    for outs in plan_outputs(ck, inputs, out, nifti=not no_nifti, bids_derivatives=deriv):
         for o in outs:
             check_out(o, kind="file", inputs=(checkpoint, *scans))
     with progress(len(inputs), "predicting") as cb:
-        written = predict_folder(ck, inputs, out, nifti=not no_nifti, tile=tile, progress=cb, read_options=opts)
-    click.echo(f"predicted {len(written)} scan(s) in {time.perf_counter() - t0:.2f} s; wrote {out}")
+        written = predict_folder(ck, inputs, out, nifti=not no_nifti, tile=tile, progress=cb, read_options=opts,
+                                 bids_derivatives=deriv, net=net)
+    where = f"{out} (HDF5) and the BIDS derivative dataset {deriv}" if deriv is not None else str(out)
+    click.echo(f"predicted {len(written)} scan(s) in {time.perf_counter() - t0:.2f} s; wrote {where}")
 
 
 @cli.command("evaluate")

@@ -1,28 +1,33 @@
-"""Maps out as a neuroimaging user expects: NIfTI with a RAS+ affine, BIDS-style names, JSON sidecars.
+"""Maps out as a neuroimaging user expects: NIfTI with a RAS+ affine, BIDS names, JSON sidecars.
 
-Names and units follow the BIDS quantitative-MRI suffixes where one exists (BIDS specification,
-``src/schema/objects/suffixes.yaml``: ``T1map`` in seconds; ``TB1map`` in arbitrary units,
-RECOMMENDED as percent such that FlipAngle_effective = B1+ · FlipAngle_nominal; ``PDmap``
-arbitrary; ``fieldmap`` in Hz; ``MWFmap`` — the closest fraction map — RECOMMENDED in percent
-0–100), with the ``desc-`` entity for what BIDS does not distinguish:
+Names, places and the derivative dataset around them come from :mod:`mrfrecon.io.bids` (BIDS
+specification 1.11.1). Units follow the BIDS quantitative-MRI suffixes (``src/schema/objects/
+suffixes.yaml``: ``T1map`` in seconds; ``TB1map`` in arbitrary units, RECOMMENDED as percent such
+that FlipAngle_effective = B1+ · FlipAngle_nominal; ``PDmap`` arbitrary; ``fieldmap`` in Hz;
+``MWFmap`` — the closest fraction map — RECOMMENDED in percent 0–100):
 
-==========  ================================  =========  =============================
-map         file                              unit       value
-==========  ================================  =========  =============================
-t1h2o       ``<stem>_desc-water_T1map``       s          T1H2O / 1000
-t1fat       ``<stem>_desc-fat_T1map``         s          T1fat / 1000
-b1          ``<stem>_TB1map``                 %          100 · B1
-ff          ``<stem>_FFmap`` (no BIDS suffix) %          100 · FF
-df          ``<stem>_desc-offresonance_fieldmap``  Hz    Δf
-pd          ``<stem>_PDmap``                  arbitrary  PD
-==========  ================================  =========  =============================
+==========  ==========  ====================================  =========  =============
+map         folder      name after the source entities        unit       value
+==========  ==========  ====================================  =========  =============
+t1h2o       ``anat/``   ``desc-water_T1map``                  s          T1H2O / 1000
+t1fat       ``anat/``   ``desc-fat_T1map``                    s          T1fat / 1000
+ff          ``anat/``   ``FFmap`` (no BIDS suffix: .bidsignore) %        100 · FF
+pd          ``anat/``   ``desc-mrf_PDmap``                    arbitrary  PD
+b1          ``fmap/``   ``desc-mrf_TB1map``                   %          100 · B1
+df          ``fmap/``   ``desc-mrf_fieldmap``                 Hz         Δf
+(with df)   ``fmap/``   ``desc-mrf_magnitude`` (the PD map)   arbitrary  PD
+==========  ==========  ====================================  =========  =============
 
-plus ``<stem>_desc-foreground_mask`` (the voxels mapped) and, when the scan has ROI labels,
-``<stem>_dseg`` with ``<stem>_dseg.tsv`` (index, name). Every map gets a ``.json`` sidecar with
-``Units``, a ``Description``, and the provenance fields the BIDS qMRI appendix asks of maps
-made by open-source software (``BasedOn``, ``EstimationReference``, ``EstimationAlgorithm``,
-``EstimationSoftwareName``/``Ver``/``Lang``/``Env``), and the method's files with their SHA-256.
-The HDF5 ``*_maps.h5`` files keep mrfrecon's own units (ms, fractions, a.u.).
+plus ``desc-foreground_mask`` (the voxels mapped) and, when the scan has ROI labels, ``dseg``
+with ``dseg.tsv`` (index, name). The source entities are the input's (``sub-01_ses-2_part-mag_MRF``
+→ ``sub-01_ses-2``); an input without BIDS entities prefixes the names with its stem (``s000_…``).
+With ``bids=True`` the files go to ``sub-*/[ses-*/]anat|fmap/`` of a derivative dataset with its
+``dataset_description.json``; otherwise into one folder. Every map gets a ``.json`` sidecar with
+``Units``, a ``Description``, ``SkullStripped`` (REQUIRED for image derivatives), ``Sources`` (BIDS
+URIs in a derivative dataset, ``file:`` URIs otherwise), the provenance fields the BIDS qMRI
+appendix asks of maps made by open-source software (``EstimationReference``,
+``EstimationAlgorithm``, ``EstimationSoftwareName``/``Ver``/``Lang``/``Env``), and the method's
+files with their SHA-256. The HDF5 ``*_maps.h5`` files keep mrfrecon's own units (ms, fractions, a.u.).
 """
 
 from __future__ import annotations
@@ -40,18 +45,20 @@ import numpy as np
 from .. import __version__
 from ..atomic import atomic_path, atomic_write_text
 from ..errors import MrfreconError
+from .bids import OUTPUTS, DerivativeDataset, file_uris, output_path
 
 __all__ = ["BIDS_MAPS", "export_maps", "file_sha256", "planned_outputs", "provenance"]
 
-#: map → (file name part after the stem, Units, scale from mrfrecon's unit, description)
+#: map → (file name part after the source entities, Units, scale from mrfrecon's unit, description)
 BIDS_MAPS: dict[str, tuple[str, str, float, str]] = {
-    "t1h2o": ("desc-water_T1map", "s", 1e-3, "Water T1 (T1H2O) of the two-component water-fat model"),
-    "t1fat": ("desc-fat_T1map", "s", 1e-3, "Fat T1 (T1fat) of the two-component water-fat model"),
-    "b1": ("TB1map", "%", 100.0, "Transmit field efficacy B1+: effective flip angle = TB1map/100 × nominal flip angle"),
-    "ff": ("FFmap", "%", 100.0, "Fat fraction, fat amplitude / (water + fat amplitude), in percent"),
-    "df": ("desc-offresonance_fieldmap", "Hz", 1.0, "Off-resonance frequency of water"),
-    "pd": ("PDmap", "arbitrary", 1.0, "Proton density (water + fat amplitude), arbitrary units"),
+    "t1h2o": (OUTPUTS["t1h2o"].part(), "s", 1e-3, "Water T1 (T1H2O) of the two-component water-fat model"),
+    "t1fat": (OUTPUTS["t1fat"].part(), "s", 1e-3, "Fat T1 (T1fat) of the two-component water-fat model"),
+    "b1": (OUTPUTS["b1"].part(), "%", 100.0, "Transmit field efficacy B1+: effective flip angle = TB1map/100 × nominal flip angle"),
+    "ff": (OUTPUTS["ff"].part(), "%", 100.0, "Fat fraction, fat amplitude / (water + fat amplitude), in percent"),
+    "df": (OUTPUTS["df"].part(), "Hz", 1.0, "B0 off-resonance frequency of water"),
+    "pd": (OUTPUTS["pd"].part(), "arbitrary", 1.0, "Proton density (water + fat amplitude), arbitrary units"),
 }
+_MAGNITUDE_DESC = "Magnitude image of the fieldmap: the proton density (water + fat amplitude) of the same fit"
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -63,31 +70,39 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def provenance(algorithm: str, reference: str, sources: Sequence[str], method_files: Mapping[str, str | os.PathLike[str] | None],
-               **extra: Any) -> dict[str, Any]:
-    """The sidecar fields shared by every map of one reconstruction: BIDS qMRI provenance and
-    ``Method`` (name → file and SHA-256 of the checkpoint or dictionary used)."""
+def provenance(algorithm: str, reference: str, sources: Sequence[str | os.PathLike[str]],
+               method_files: Mapping[str, str | os.PathLike[str] | None], **extra: Any) -> dict[str, Any]:
+    """The sidecar fields shared by every map of one reconstruction: ``Sources`` (the input
+    files; :func:`export_maps` writes them as URIs), BIDS qMRI provenance, and ``Method`` (name →
+    file and SHA-256 of the checkpoint or dictionary used)."""
     method = {}
     for k, f in method_files.items():
         if f is not None and Path(f).is_file():
             method[k] = {"file": str(f), "sha256": file_sha256(f)}
-    return {"BasedOn": [str(s) for s in sources], "EstimationReference": reference, "EstimationAlgorithm": algorithm,
-            "EstimationSoftwareName": "mrfrecon", "EstimationSoftwareVer": __version__,
+    return {"Sources": [os.fspath(s) for s in sources], "EstimationReference": reference,
+            "EstimationAlgorithm": algorithm, "EstimationSoftwareName": "mrfrecon", "EstimationSoftwareVer": __version__,
             "EstimationSoftwareLang": f"Python {platform.python_version()}", "EstimationSoftwareEnv": platform.platform(),
             "Method": method, **extra}
 
 
-def planned_outputs(out_dir: str | os.PathLike[str], stem: str, maps: Sequence[str], *, labels: bool = False) -> list[Path]:
-    """The files :func:`export_maps` writes for these maps (to check them before any work)."""
+def _keys(maps: Sequence[str]) -> list[str]:
+    """The map outputs, in order, and the fieldmap's magnitude (the PD map) when both exist."""
+    keys = [m for m in maps if m in BIDS_MAPS]
+    return keys + (["magnitude"] if "df" in keys and "pd" in keys else [])
+
+
+def planned_outputs(out_dir: str | os.PathLike[str], stem: str, maps: Sequence[str], *, labels: bool = False,
+                    bids: bool = False) -> list[Path]:
+    """The files :func:`export_maps` writes for these maps (to check them before any work); the
+    dataset-level files of a derivative dataset are not listed."""
     out = Path(out_dir)
     paths = []
-    for m in maps:
-        if m in BIDS_MAPS:
-            base = out / f"{stem}_{BIDS_MAPS[m][0]}"
-            paths += [Path(f"{base}.nii.gz"), Path(f"{base}.json")]
-    paths.append(out / f"{stem}_desc-foreground_mask.nii.gz")
+    for key in [*_keys(maps), "mask"]:
+        base = out / output_path(key, stem, bids=bids)
+        paths += [Path(f"{base}.nii.gz"), Path(f"{base}.json")]
     if labels:
-        paths += [out / f"{stem}_dseg.nii.gz", out / f"{stem}_dseg.tsv"]
+        base = out / output_path("dseg", stem, bids=bids)
+        paths += [Path(f"{base}.nii.gz"), Path(f"{base}.json"), Path(f"{base}.tsv")]
     return paths
 
 
@@ -112,33 +127,78 @@ def _xyz(v: np.ndarray) -> np.ndarray:
 
 def export_maps(maps: Mapping[str, np.ndarray], out_dir: str | os.PathLike[str], stem: str, affine: np.ndarray, *,
                 sidecar: Mapping[str, Any] | None = None, foreground: np.ndarray | None = None,
-                labels: np.ndarray | None = None, label_names: Mapping[int, str] | None = None) -> list[Path]:
-    """Write maps ``(slices, y, x)`` in mrfrecon's units as BIDS-style NIfTI files with JSON
-    sidecars (see the module docstring), atomically. ``affine``: RAS+ of the voxel index
-    ``(x, y, slice)`` (:meth:`mrfrecon.io.scan.Scan.affine_ras`). Maps without a BIDS name
-    (``residual``, ``valid``) stay in the HDF5 output only. Returns the paths written."""
+                labels: np.ndarray | None = None, label_names: Mapping[int, str] | None = None,
+                bids: bool = False, generated_by: Mapping[str, Any] | None = None) -> list[Path]:
+    """Write maps ``(slices, y, x)`` in mrfrecon's units as NIfTI files with BIDS names and JSON
+    sidecars (see the module docstring), atomically.
+
+    Parameters
+    ----------
+    maps
+        Map name → ``(slices, y, x)``; maps without a BIDS name (``residual``, ``valid``) stay in
+        the HDF5 output only.
+    out_dir
+        The output folder, or with ``bids`` the root of the derivative dataset.
+    stem
+        The input's stem (:func:`mrfrecon.io.readers.scan_stem`): its BIDS entities name the
+        files (``sub-01_ses-2_MRF`` → ``sub-01_ses-2_desc-water_T1map``), else it prefixes them.
+    affine
+        RAS+ of the voxel index ``(x, y, slice)`` (:meth:`mrfrecon.io.scan.Scan.affine_ras`).
+    sidecar
+        Fields added to every sidecar (:func:`provenance`); its ``Sources`` (file paths) are
+        written as BIDS URIs with ``bids``, else as ``file:`` URIs.
+    foreground, labels, label_names
+        The mask of the voxels mapped, and ROI labels with their names (``dseg``).
+    bids
+        Write ``sub-*/[ses-*/]anat|fmap/`` and the dataset's ``dataset_description.json``,
+        ``.bidsignore`` and README (:class:`mrfrecon.io.bids.DerivativeDataset`); ``stem`` must
+        then carry BIDS entities.
+    generated_by
+        This run's ``GeneratedBy`` entry in ``dataset_description.json`` (with ``bids``).
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
     aff = np.asarray(affine, dtype=np.float64)
     if aff.shape != (4, 4):
         raise MrfreconError(f"affine: expected 4 × 4, got {aff.shape}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    dataset = DerivativeDataset(out) if bids else None
+    output_path("mask", stem, bids=bids)  # a stem that cannot be named fails before any file
+    side = dict(sidecar or {})
+    if "Sources" in side:
+        srcs = side["Sources"]
+        side["Sources"] = dataset.source_uris(srcs) if dataset is not None else file_uris(srcs)
     written: list[Path] = []
-    for m, v in maps.items():
-        if m not in BIDS_MAPS:
-            continue
-        part, units, scale, desc = BIDS_MAPS[m]
-        base = out / f"{stem}_{part}"
-        _save_nifti(_xyz(np.asarray(v, np.float32) * np.float32(scale)), aff, Path(f"{base}.nii.gz"))
-        doc = {"Units": units, "Description": desc, "mrfrecon_map": m, "mrfrecon_scale": scale, **(sidecar or {})}
-        atomic_write_text(Path(f"{base}.json"), json.dumps(doc, indent=2) + "\n")
-        written += [Path(f"{base}.nii.gz"), Path(f"{base}.json")]
+
+    def write(key: str, vol: np.ndarray, doc: dict[str, Any] | None, ext: str = ".nii.gz") -> None:
+        base = out / output_path(key, stem, bids=bids)
+        _save_nifti(_xyz(vol), aff, Path(f"{base}{ext}"))
+        written.append(Path(f"{base}{ext}"))
+        if doc is not None:
+            written.append(atomic_write_text(Path(f"{base}.json"), json.dumps(doc, indent=2) + "\n"))
+
+    for m in _keys(list(maps)):
+        src = "pd" if m == "magnitude" else m
+        part, units, scale, desc = BIDS_MAPS[src]
+        if m == "magnitude":
+            desc = _MAGNITUDE_DESC
+        doc = {"Units": units, "Description": desc, "SkullStripped": False, "mrfrecon_map": src, "mrfrecon_scale": scale,
+               **side}
+        write(m, np.asarray(maps[src], np.float32) * np.float32(scale), doc)
+    # masks and segmentations (BIDS derivatives, "Masks", "Segmentations"): Sources and
+    # SpatialReference RECOMMENDED; they lie on the voxels of the first source
+    ref = {"Sources": side["Sources"], "SpatialReference": side["Sources"][0]} if side.get("Sources") else {}
     if foreground is not None:
-        target = out / f"{stem}_desc-foreground_mask.nii.gz"
-        _save_nifti(_xyz(np.asarray(foreground).astype(np.uint8)), aff, target)
-        written.append(target)
+        write("mask", np.asarray(foreground).astype(np.uint8),
+              {"Type": "ROI", "Description": "Voxels mapped (the scan's foreground)", **ref})
     if labels is not None:
-        target = out / f"{stem}_dseg.nii.gz"
-        _save_nifti(_xyz(np.asarray(labels).astype(np.int16)), aff, target)
+        write("dseg", np.asarray(labels).astype(np.int16),
+              {"Description": "ROI labels of the scan; names in the .tsv beside it", **ref})
         rows = ["index\tname"] + [f"{k}\t{v}" for k, v in sorted((label_names or {}).items())]
-        written += [target, atomic_write_text(out / f"{stem}_dseg.tsv", "\n".join(rows) + "\n")]
+        written.append(atomic_write_text(out / f"{output_path('dseg', stem, bids=bids)}.tsv", "\n".join(rows) + "\n"))
+    if dataset is not None:
+        written += dataset.save(generated_by)
     return written
