@@ -87,6 +87,29 @@ def test_siemens_xa_enhanced_gives_the_classic_series(world, tmp_path, mixed):
         _same_series(world, read_scan(files[0], files[1], kind="dicom", mask=world["root"] / "mask.nii.gz"))
 
 
+def _reverse_storage(ds):
+    """The frames stored last to first: the order must come from the counters, not the storage."""
+    n = int(ds.NumberOfFrames)
+    px = np.frombuffer(ds.PixelData, np.uint16).reshape(n, -1)
+    ds.PixelData = px[::-1].tobytes()
+    ds.PerFrameFunctionalGroupsSequence = list(ds.PerFrameFunctionalGroupsSequence)[::-1]
+
+
+def _index_values_only(ds):
+    """Reversed, and TemporalPositionIndex left to the Dimension Index Values alone."""
+    _reverse_storage(ds)
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        del item.FrameContentSequence[0].TemporalPositionIndex
+
+
+@pytest.mark.parametrize("edit", [_reverse_storage, _index_values_only], ids=["reversed", "dimension-index-values"])
+def test_frame_order_from_the_functional_groups(world, tmp_path, edit):
+    files = write_xa_enhanced(world, tmp_path / "xa", mixed=True, edit=edit)
+    scan = read_scan(files[0], mask=world["root"] / "mask.nii.gz")
+    _same_series(world, scan)
+    assert scan.attrs["import"]["frame_order"] == "TemporalPositionIndex"
+
+
 def test_enhanced_maps_equal_the_classic_maps(world, tmp_path):
     files = write_xa_enhanced(world, tmp_path / "xa", mixed=True)
     a = _maps(world, [world["classic"]], tmp_path / "classic")
@@ -180,6 +203,12 @@ def _duplicate_tpi(ds):
     ds.PerFrameFunctionalGroupsSequence[4].FrameContentSequence[0].TemporalPositionIndex = 1
 
 
+def _stack_contradiction(ds):
+    ds.PerFrameFunctionalGroupsSequence[9].FrameContentSequence[0].InStackPositionNumber = 1
+    ds.PerFrameFunctionalGroupsSequence[9].PlanePositionSequence[0].ImagePositionPatient = \
+        ds.PerFrameFunctionalGroupsSequence[3].PlanePositionSequence[0].ImagePositionPatient
+
+
 def _one_frame_less(ds):  # a phase frame gone, NumberOfFrames and pixel data consistent with that
     n = int(ds.NumberOfFrames)
     del ds.PerFrameFunctionalGroupsSequence[n - 1]
@@ -195,6 +224,7 @@ BAD = {
     "echo-time": (_wrong_te, ["frame 6", "EffectiveEchoTime", "5.5 ms", "none of the sequence's echo times"]),
     "duplicate": (_duplicate_tpi, ["duplicated frame: TemporalPositionIndex 1"]),
     "frame-missing": (_one_frame_less, ["174 phase frames", "the sequence has 175"]),
+    "stack": (_stack_contradiction, ["InStackPositionNumber 1", "Frame Content and Plane Position"]),
 }
 
 

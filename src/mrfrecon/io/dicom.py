@@ -176,8 +176,18 @@ def read_dicom(paths: list[str | os.PathLike[str]], *, frames: int, phase_units:
     slice_pos = np.unique(np.round(pos, 3))
     tag = _order_by(images, where)
     groups: dict[tuple[int, str], dict[Any, Frame]] = defaultdict(dict)
+    in_stack: dict[tuple[Path, str, int], Frame] = {}
     for im, p in zip(images, pos, strict=True):
         k = int(np.argmin(np.abs(slice_pos - p)))
+        # Frame Content's InStackPositionNumber (C.7.6.16.2.2) names a plane within a stack: the same
+        # number must mean the same position, or the file contradicts itself
+        if (isp := im.order.get("InStackPositionNumber")) is not None:
+            other = in_stack.setdefault((im.file, im.order.get("StackID", ""), isp), im)
+            if abs(float(other.ipp @ normal) - p) > 1e-3:
+                raise MrfreconError(f"{im.name}: InStackPositionNumber {isp} of stack {im.order.get('StackID')!r} is at "
+                                    f"{p:g} mm along the slice normal, but {other.name} with the same number is at "
+                                    f"{float(other.ipp @ normal):g} mm: the Frame Content and Plane Position "
+                                    "functional groups disagree")
         g = groups[(k, im.component)]
         frame_key = im.order[tag]
         if frame_key in g:
