@@ -7,7 +7,6 @@ come from the phase file's scl_slope/scl_inter, and a phase without them is refu
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import h5py
 import nibabel as nib

@@ -184,7 +184,8 @@ def read_dicom(paths: list[str | os.PathLike[str]], *, frames: int, phase_units:
         if (isp := im.order.get("InStackPositionNumber")) is not None:
             other = in_stack.setdefault((im.file, im.order.get("StackID", ""), isp), im)
             if abs(float(other.ipp @ normal) - p) > 1e-3:
-                raise MrfreconError(f"{im.name}: InStackPositionNumber {isp} of stack {im.order.get('StackID')!r} is at "
+                stack = im.order.get("StackID")
+                raise MrfreconError(f"{im.name}: InStackPositionNumber {isp} of stack {stack!r} is at "
                                     f"{p:g} mm along the slice normal, but {other.name} with the same number is at "
                                     f"{float(other.ipp @ normal):g} mm: the Frame Content and Plane Position "
                                     "functional groups disagree")

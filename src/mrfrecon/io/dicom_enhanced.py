@@ -6,23 +6,22 @@ Storage, e.g. highdicom's converter) keeps each frame's attributes in functional
 PS3.3 C.7.6.16): the Shared Functional Groups Sequence (5200,9229) holds one item for all frames,
 the Per-Frame Functional Groups Sequence (5200,9230) one item per frame, and a macro present in
 the per-frame item wins over the shared one. The macros read here (Table A.36-2 lists them for
-Enhanced MR, Table A.71-2 for Legacy Converted Enhanced MR):
+Enhanced MR, Table A.71-2 for Legacy Converted Enhanced MR), by PS3.3 section and sequence tag:
 
-================================  ================  ======================================================
-macro (PS3.3 section)              sequence          attributes
-================================  ================  ======================================================
-Pixel Measures (C.7.6.16.2.1)      (0028,9110)       PixelSpacing (0028,0030), SliceThickness (0018,0050)
-Frame Content (C.7.6.16.2.2)       (0020,9111)       TemporalPositionIndex (0020,9128), StackID (0020,9056),
-                                                     InStackPositionNumber (0020,9057), FrameAcquisitionNumber
-                                                     (0020,9156), DimensionIndexValues (0020,9157)
-Plane Position (C.7.6.16.2.3)      (0020,9113)       ImagePositionPatient (0020,0032)
-Plane Orientation (C.7.6.16.2.4)   (0020,9116)       ImageOrientationPatient (0020,0037)
-Pixel Value Transf. (C.7.6.16.2.9) (0028,9145)       RescaleIntercept (0028,1052), RescaleSlope (0028,1053)
-MR Image Frame Type (C.8.13.5.1)   (0018,9226)       FrameType (0008,9007), ComplexImageComponent (0008,9208)
-MR Echo (C.8.13.5.4)               (0018,9114)       EffectiveEchoTime (0018,9082), ms
-Unassigned Converted (C.7.6.16.2.  (0020,9170) /     what a legacy converter kept from the classic images:
-25.1 shared, .25.2 per frame)      (0020,9171)       TemporalPositionIdentifier, InstanceNumber, EchoTime, ...
-================================  ================  ======================================================
+- Pixel Measures, C.7.6.16.2.1 (0028,9110): PixelSpacing (0028,0030), SliceThickness (0018,0050);
+- Frame Content, C.7.6.16.2.2 (0020,9111; per frame only): TemporalPositionIndex (0020,9128),
+  StackID (0020,9056), InStackPositionNumber (0020,9057), FrameAcquisitionNumber (0020,9156),
+  DimensionIndexValues (0020,9157);
+- Plane Position (Patient), C.7.6.16.2.3 (0020,9113): ImagePositionPatient (0020,0032);
+- Plane Orientation (Patient), C.7.6.16.2.4 (0020,9116): ImageOrientationPatient (0020,0037);
+- Pixel Value Transformation, C.7.6.16.2.9 (0028,9145): RescaleIntercept (0028,1052),
+  RescaleSlope (0028,1053); required for MONOCHROME2 Enhanced MR, optional in Legacy Converted;
+- MR Image Frame Type, C.8.13.5.1 (0018,9226): FrameType (0008,9007), ComplexImageComponent
+  (0008,9208);
+- MR Echo, C.8.13.5.4 (0018,9114): EffectiveEchoTime (0018,9082), ms;
+- Unassigned Shared / Per-Frame Converted Attributes, C.7.6.16.2.25.1 / .2 (0020,9170 /
+  0020,9171): what a legacy converter kept of the classic images' other attributes
+  (TemporalPositionIdentifier, InstanceNumber, EchoTime, ...).
 
 Dimension Index Values (0020,9157) are read through the Dimension Index Sequence (0020,9222) of
 the Multi-frame Dimension Module (C.7.6.17): each value is the index along the dimension whose
@@ -41,12 +40,7 @@ import numpy as np
 
 from ..errors import MrfreconError
 
-__all__ = ["ENHANCED_MR", "LEGACY_ENHANCED_MR", "Frame", "classic_frame", "component_of", "is_multiframe",
-           "multiframe_frames", "numbers"]
-
-#: SOP Class UIDs (PS3.4 B.5): Enhanced MR Image Storage, Legacy Converted Enhanced MR Image Storage.
-ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
-LEGACY_ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.4"
+__all__ = ["Frame", "classic_frame", "component_of", "is_multiframe", "multiframe_frames", "numbers"]
 
 _COMPONENT = {"MAGNITUDE": "magnitude", "M": "magnitude", "PHASE": "phase", "P": "phase",
               "REAL": "real", "R": "real", "IMAGINARY": "imag", "I": "imag"}
@@ -215,8 +209,8 @@ def multiframe_frames(ds: Any, path: Path, pixels: np.ndarray) -> list[Frame]:
     per = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
     if per is None or len(per) != n:
         have = "missing" if per is None else f"{len(per)} items"
-        raise MrfreconError(f"{path}: PerFrameFunctionalGroupsSequence (5200,9230): {have}, expected one item per frame "
-                            f"({n}, NumberOfFrames) with at least the Frame Content and Plane Position macros "
+        raise MrfreconError(f"{path}: PerFrameFunctionalGroupsSequence (5200,9230): {have}, expected one item per "
+                            f"frame ({n}, NumberOfFrames) with at least the Frame Content and Plane Position macros "
                             "(DICOM PS3.3 C.7.6.16, Table A.36-2)")
     shared_seq = getattr(ds, "SharedFunctionalGroupsSequence", None)
     shared = shared_seq[0] if shared_seq else None

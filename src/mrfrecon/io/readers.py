@@ -284,8 +284,8 @@ def read_scan(
                                 "the phase file as the second input")
         declared, side_notes = check_sidecars(p, Path(second) if second is not None else None,
                                               pair or "magnitude-phase", echo_times)
-        imp = read_nifti(p, second, frames=seq.frames, pair=pair or "magnitude-phase", axes=axes, phase_units=phase_units,
-                         phase_declared=declared)
+        imp = read_nifti(p, second, frames=seq.frames, pair=pair or "magnitude-phase", axes=axes,
+                         phase_units=phase_units, phase_declared=declared)
         imp.notes.update(side_notes)
     elif kind == "numpy":
         from .series import read_numpy
