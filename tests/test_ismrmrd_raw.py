@@ -26,8 +26,8 @@ from mrfrecon.acquisition import (coil_sensitivities, image_noise_std, kwic_reco
                                   radial_trajectory, simulate_kspace)
 from mrfrecon.acquisition.nufft import Nufft2D
 from mrfrecon.acquisition.rawprep import (AUTO_ENERGY, apply_coil_matrix, choose_virtual_coils, coil_compression,
-                                          coil_gram, dwell_time_scale, noise_covariance, prewhitening_matrix,
-                                          remove_readout_oversampling)
+                                          coil_gram, dwell_time_scale, noise_covariance, noise_edge,
+                                          prewhitening_matrix, remove_readout_oversampling)
 from mrfrecon.acquisition.walsh import walsh_sensitivities
 from mrfrecon.cli import cli
 from mrfrecon.errors import MrfreconError
@@ -285,6 +285,18 @@ def test_automatic_choice_counts_signal_energy_above_the_noise():
     assert int(np.searchsorted(e, AUTO_ENERGY) + 1) > 20  # what a plain energy criterion would keep
     with pytest.raises(MrfreconError, match="energy"):
         choose_virtual_coils(s, 1.5)
+    # sampled white noise: its eigenvalues spread about samples·σ² (Marchenko-Pastur); the noise edge
+    # lies above all of them, so 3 signal components in 24 coils still give 3
+    rng = np.random.default_rng(3)
+    c, n = 24, 20_000
+    sig = (rng.normal(size=(c, 3)) * [3.0, 1.0, 0.5]) @ (rng.normal(size=(3, n)) + 1j * rng.normal(size=(3, n)))
+    x = sig + (rng.normal(size=(c, n)) + 1j * rng.normal(size=(c, n))) / np.sqrt(2)
+    lam = np.linalg.eigvalsh(coil_gram(x.astype(np.complex64)))
+    noise_only = np.linalg.eigvalsh(coil_gram(x - sig))
+    edge = noise_edge(lam, n, 1.0)
+    assert noise_only.max() < edge < 1.3 * n and noise_edge(lam, n) >= edge
+    assert choose_virtual_coils(np.sqrt(lam[::-1]), AUTO_ENERGY, edge) == 3
+    assert choose_virtual_coils(np.sqrt(lam[::-1]), AUTO_ENERGY, lam.min()) > 3  # a floor at the lower end
 
 
 def test_readout_layout_reads_both_conventions():

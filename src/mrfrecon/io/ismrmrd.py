@@ -43,11 +43,15 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def write_ismrmrd(path: str | os.PathLike[str], kspace: np.ndarray, sequence: Sequence, affine: np.ndarray, *,
-                  matrix: int, traj: np.ndarray | None = None, slice_thickness_mm: float | None = None) -> Path:
+                  matrix: int, traj: np.ndarray | None = None, slice_thickness_mm: float | None = None,
+                  noise: np.ndarray | None = None, dwell_us: float = 0.0, noise_dwell_us: float = 0.0) -> Path:
     """Write radial k-space ``(slices, coils, spokes, samples)`` as an ISMRMRD file, one
     acquisition per spoke; ``traj`` ``(spokes, samples, 2)`` in radians/pixel (stored in cycles
     per pixel) or ``None`` to leave the trajectory to the reader; ``affine`` the RAS+ affine of the
-    image ``(x, y, slice)``. Written to a temporary name and renamed when complete."""
+    image ``(x, y, slice)``. ``noise`` ``(coils, acquisitions, samples)``: noise-adjustment
+    acquisitions written first (flag ``ACQ_IS_NOISE_MEASUREMENT``, counters 0, ``sample_time_us``
+    ``noise_dwell_us``; the spokes get ``dwell_us``). Written to a temporary name and renamed when
+    complete."""
     import ismrmrd
     import ismrmrd.xsd as xsd
 
@@ -82,8 +86,20 @@ def write_ismrmrd(path: str | os.PathLike[str], kspace: np.ndarray, sequence: Se
 
     target = Path(path)
     centre = np.array([(matrix - 1) / 2, (matrix - 1) / 2])
-    table = np.empty(n_slices * n_spokes, dtype=acquisition_dtype)
-    row = 0
+    nz = None if noise is None else np.asarray(noise)
+    if nz is not None and (nz.ndim != 3 or nz.shape[0] != n_coils or not np.iscomplexobj(nz)):
+        raise MrfreconError(f"noise: expected complex ({n_coils} coils, acquisitions, samples), got {nz.dtype} {nz.shape}")
+    n_noise = 0 if nz is None else nz.shape[1]
+    table = np.empty(n_noise + n_slices * n_spokes, dtype=acquisition_dtype)
+    for row in range(n_noise):
+        acq = ismrmrd.Acquisition.from_array(np.ascontiguousarray(nz[:, row], np.complex64))
+        acq.set_flag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
+        acq.sample_time_us = noise_dwell_us
+        acq.scan_counter = row
+        table[row]["head"] = np.frombuffer(acq.getHead(), dtype=acquisition_header_dtype)[0]
+        table[row]["data"] = acq.data.view(np.float32).reshape(-1)
+        table[row]["traj"] = acq.traj.view(np.float32).reshape(-1)
+    row = n_noise
     for s in range(n_slices):
         pos = lps[:3, :2] @ centre + lps[:3, 2] * s + lps[:3, 3]
         for sp in range(n_spokes):
@@ -93,6 +109,7 @@ def write_ismrmrd(path: str | os.PathLike[str], kspace: np.ndarray, sequence: Se
             acq.idx.slice = s
             acq.center_sample = n_samples // 2
             acq.scan_counter = row
+            acq.sample_time_us = dwell_us
             acq.position[:] = pos
             acq.read_dir[:] = _unit(lps[:3, 0])
             acq.phase_dir[:] = _unit(lps[:3, 1])
@@ -295,7 +312,8 @@ def read_ismrmrd(path: str | os.PathLike[str], sequence: Sequence, *, window: in
     -------
     ImportedSeries
         series complex64 ``(slices, frames, y, x)``, RAS+ affine, notes (what was done), seconds
-        per stage.
+        per stage (read; prepare: prewhitening, compression, oversampling removal; sensitivities;
+        kwic; cs-tv).
     """
     from ..acquisition.cstv import RECONS, CsTvOptions, cstv_reconstruct
 
@@ -308,7 +326,7 @@ def read_ismrmrd(path: str | os.PathLike[str], sequence: Sequence, *, window: in
 
     from ..acquisition import kwic_reconstruct, kwic_weights
     from ..acquisition.nufft import Nufft2D
-    from ..acquisition.rawprep import (apply_coil_matrix, coil_gram, dwell_time_scale, noise_covariance,
+    from ..acquisition.rawprep import (apply_coil_matrix, coil_gram, dwell_time_scale, noise_covariance, noise_edge,
                                        prewhitening_matrix, remove_readout_oversampling)
     from ..acquisition.rawprep import coil_compression as coil_compression_of
     from ..acquisition.walsh import walsh_sensitivities
@@ -455,6 +473,7 @@ def read_ismrmrd(path: str | os.PathLike[str], sequence: Sequence, *, window: in
             r = rows[(sl == s_) & (rep == chosen[0])][0]
             geo[s_] = tuple(np.asarray(hd[k][r], float) for k in ("position", "read_dir", "phase_dir", "slice_dir"))
     _check_complex(ksp, f"{path}: k-space")
+    t_read = time.perf_counter()
 
     # ---- prewhitening and coil compression: one (virtual, coils) matrix per slice
     comp_note: dict[str, Any] = {}
@@ -464,10 +483,10 @@ def read_ismrmrd(path: str | os.PathLike[str], sequence: Sequence, *, window: in
         for s_ in slices:
             g = coil_gram(ksp[s_])
             grams.append(g if whiten is None else whiten @ g @ whiten.conj().T)
-        # the noise floor of a virtual coil: whitened noise has unit variance per sample (1/R after
-        # averaging R repetitions); never above the smallest eigenvalue (rawprep's docstring)
-        per_coil = ksp[0, 0].size / len(chosen)
-        floors = [None if whiten is None else min(float(np.linalg.eigvalsh(g)[0]), per_coil) for g in grams]
+        # the noise edge of the eigenvalues (rawprep's docstring): whitened noise has unit variance
+        # per sample, 1/R after averaging R repetitions
+        var = None if whiten is None else 1.0 / len(chosen)
+        floors = [noise_edge(np.linalg.eigvalsh(g), ksp[0, 0].size, var) for g in grams]
         k_virtual = None
         if coil_compression == "auto":
             k_virtual = max(coil_compression_of(g, noise_power=p).virtual_coils for g, p in zip(grams, floors))
@@ -518,7 +537,7 @@ def read_ismrmrd(path: str | os.PathLike[str], sequence: Sequence, *, window: in
         source = "sequence golden angle"
     n_virtual = ksp.shape[1]
     # time-averaged coil images (every spoke, ramp-weighted) → Walsh sensitivities → KWIC frames
-    t_read = time.perf_counter()
+    t_prep = time.perf_counter()
     full = kwic_weights(traj, sequence.spokes, sequence.spokes)
     op = Nufft2D(matrix, nthreads=nthreads)
     op.set_points(traj.reshape(-1, 2))
@@ -551,6 +570,6 @@ def read_ismrmrd(path: str | os.PathLike[str], sequence: Sequence, *, window: in
                          "oversampling": round(ro.oversampling, 6),
                          "oversampling_handling": "removed" if n_samples < n_use else "kept"},
              "noise": noise_note, **comp_note}
-    seconds = {"read": t_read - t_start, "sensitivities": t_sens - t_read, "kwic": t_kwic - t_sens,
-               "cs-tv": t_tv - t_kwic}
+    seconds = {"read": t_read - t_start, "prepare": t_prep - t_read, "sensitivities": t_sens - t_prep,
+               "kwic": t_kwic - t_sens, "cs-tv": t_tv - t_kwic}
     return ImportedSeries(series, lps_to_ras @ aff, [str(path)], notes, seconds)
