@@ -1,0 +1,208 @@
+"""Networks with uncertainty: the spread of an ensemble, and a check of the maps against the data.
+
+Ensemble (Lakshminarayanan et al., "Simple and scalable predictive uncertainty estimation using
+deep ensembles", NeurIPS 2017): several checkpoints of one network trained with different seeds
+(or several networks trained on the same data and maps) predict the same scan; the map is their
+mean and the spread their SD (``ddof=1``). Checkpoints that predict different things cannot be
+pooled: another sequence, other maps, another map normalization or another training target is
+refused (:func:`check_ensemble`).
+
+Data consistency: a network's T1H2O, FF and B1 are put back into the signal model and held
+there; Δf, T1fat and the complex PD are fitted by the dictionary restricted to the grid values
+of T1H2O and B1 nearest to the network's, with the water–fat mix fixed at the network's FF:
+for every (Δf, T1fat) the atom ``(1 − FF)·w + FF·f`` and its best complex amplitude. The
+relative residual of the best fit is compared with the same fit at matching's own T1H2O, FF and B1
+(so both residuals hold the same fitted nuisance parameters and the same grid): a network map
+that explains the data clearly worse than matching's is contradicted by the data. The test is a
+likelihood ratio, ``T = (‖r_net‖² − ‖r_match‖²) / (σ²/2)`` with the noise level ``σ`` of
+matching's residual: about χ² with 3 degrees of freedom (T1H2O, FF, B1 held) where the network
+is right; voxels with ``T`` above :data:`CONTRADICTION_LEVEL` are flagged
+:data:`~mrfrecon.uncertainty.fisher.CONTRADICTED`.
+
+One SD per map (:func:`combined_sd`): the ensemble's spread and, where the data contradict the
+network, the part of the network's distance from matching's estimate that matching's own SD
+does not explain: ``sqrt(SD_ens² + max(d² − SD_match², 0))``, ``d = net − match``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..checkpoint import Checkpoint
+from ..dictionary import Dictionary
+from ..errors import MrfreconError
+from .fisher import CONTRADICTED
+
+__all__ = ["CONTRADICTION_LEVEL", "check_ensemble", "combined_sd", "consistency_residual", "data_consistency",
+           "ensemble_stats"]
+
+#: flag threshold of the likelihood-ratio statistic: χ²₃'s 99.9 % quantile (measured on simulated
+#: scans in docs/UNCERTAINTY.md: the ground-truth maps themselves exceed it in few voxels)
+CONTRADICTION_LEVEL = 16.27
+
+
+def check_ensemble(checkpoints: Sequence[Checkpoint], *, spread: bool = True) -> None:
+    """Refuse checkpoints that cannot be pooled, with one line naming the two files.
+
+    Parameters
+    ----------
+    checkpoints
+        Loaded checkpoints.
+    spread
+        A spread is asked for: one checkpoint is refused.
+    """
+    if not checkpoints:
+        raise MrfreconError("ensemble: no checkpoints given")
+    if spread and len(checkpoints) < 2:
+        raise MrfreconError(f"ensemble: a spread needs at least 2 checkpoints, got 1 ({checkpoints[0].path}); "
+                            "give several (e.g. a study's seeds) or drop the request for an SD")
+    first = checkpoints[0]
+    for ck in checkpoints[1:]:
+        for what, a, b in (
+            ("sequence", first.sequence_digest, ck.sequence_digest),
+            ("maps", list(first.maps), list(ck.maps)),
+            ("map normalization", first.meta["map_norm"], ck.meta["map_norm"]),
+            ("training target", first.target, ck.target),
+        ):
+            if a != b:
+                raise MrfreconError(f"ensemble: {ck.path} and {first.path} differ in {what} ({b} vs {a}): their maps "
+                                    "cannot be pooled")
+
+
+def ensemble_stats(predictions: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Mean and spread of the members' maps.
+
+    Parameters
+    ----------
+    predictions
+        One dict per member, map name → array (all the same names and shapes).
+
+    Returns
+    -------
+    dict
+        ``<map>`` the mean (float32) and ``sd_<map>`` the SD over members with ``ddof=1`` (float32).
+    """
+    if len(predictions) < 2:
+        raise MrfreconError(f"ensemble: a spread needs at least 2 members, got {len(predictions)}")
+    names = list(predictions[0])
+    out: dict[str, np.ndarray] = {}
+    for k in names:
+        stack = np.stack([np.asarray(p[k], np.float64) for p in predictions])
+        out[k] = stack.mean(0).astype(np.float32)
+        out[f"sd_{k}"] = stack.std(0, ddof=1).astype(np.float32)
+    return out
+
+
+def _compressed(dictionary: Dictionary, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Basis (conjugated), water and fat atoms in the dictionary's temporal subspace (cached)."""
+    key = f"uncertainty:compressed:{device}"
+    if key not in dictionary._cache:
+        basis_conj = torch.as_tensor(dictionary.basis, device=device).conj().resolve_conj()
+        w = torch.as_tensor(dictionary.water, device=device) @ basis_conj  # (nb, nd, ni, K)
+        f = torch.as_tensor(dictionary.fat, device=device) @ basis_conj  # (nb, nd, nj, K)
+        dictionary._cache[key] = (basis_conj, w, f)
+    return dictionary._cache[key]
+
+
+def _nearest(axis: np.ndarray, values: np.ndarray) -> np.ndarray:
+    i = np.clip(np.searchsorted(axis, values), 0, axis.size - 1)
+    i0 = np.clip(i - 1, 0, axis.size - 1)
+    return np.where(np.abs(axis[i0] - values) <= np.abs(axis[i] - values), i0, i)
+
+
+def consistency_residual(fingerprints: np.ndarray, dictionary: Dictionary, t1h2o: np.ndarray, ff: np.ndarray,
+                         b1: np.ndarray, *, chunk: int = 2048,
+                         device: str | torch.device | None = None) -> dict[str, np.ndarray]:
+    """Best fit of the data with T1H2O, FF and B1 held: relative residual, Δf and T1fat.
+
+    Parameters
+    ----------
+    fingerprints
+        complex ``(n, frames)``.
+    t1h2o, ff, b1
+        ``(n,)``: the maps held (ms, fraction, a.u.); T1H2O and B1 are taken at the nearest grid value.
+
+    Returns
+    -------
+    dict
+        ``residual`` (``‖s − fit‖/‖s‖`` in the dictionary's subspace, as matching's), ``df`` (Hz)
+        and ``t1fat`` (ms) of the best fit, float32 ``(n,)``; residual 1 for a zero or non-finite fingerprint.
+    """
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    x = np.asarray(fingerprints)
+    n = x.shape[0]
+    g = dictionary.grid
+    ib = _nearest(g.b1, np.asarray(b1, np.float64))
+    it = _nearest(g.t1h2o_ms, np.asarray(t1h2o, np.float64))
+    ffv = np.clip(np.asarray(ff, np.float64), 0.0, 1.0)
+    out = {"residual": np.ones(n, np.float32), "df": np.zeros(n, np.float32), "t1fat": np.zeros(n, np.float32)}
+    finite = np.isfinite(x).all(-1)
+    norm2 = np.where(finite, (np.abs(np.where(finite[:, None], x, 0)) ** 2).sum(-1), 0.0)
+    todo = np.flatnonzero(finite & (norm2 > 0))
+    basis_conj, W, F = _compressed(dictionary, dev)
+    nj = F.shape[2]
+    with torch.no_grad():
+        for a in range(0, todo.size, chunk):
+            sel = todo[a:a + chunk]
+            s = torch.as_tensor(x[sel].astype(np.complex64), device=dev) @ basis_conj  # (m, K)
+            b = torch.as_tensor(ib[sel], device=dev)
+            w = W[b, :, torch.as_tensor(it[sel], device=dev)]  # (m, nd, K)
+            f = F[b]  # (m, nd, nj, K)
+            mix = torch.as_tensor(ffv[sel], device=dev, dtype=torch.float32)[:, None, None, None]
+            atoms = (1 - mix) * w[:, :, None, :] + mix * f  # (m, nd, nj, K)
+            ip = (atoms.conj() * s[:, None, None, :]).sum(-1)
+            e = (ip.real.square() + ip.imag.square()) / (atoms.real.square() + atoms.imag.square()).sum(-1).clamp_min(1e-30)
+            best, arg = e.flatten(1).max(-1)
+            rel = (1.0 - best.double().cpu().numpy() / norm2[sel]).clip(0.0, 1.0)
+            out["residual"][sel] = np.sqrt(rel)
+            arg = arg.cpu().numpy()
+            out["df"][sel] = g.df_hz[arg // nj]
+            out["t1fat"][sel] = g.t1fat_ms[arg % nj]
+    return out
+
+
+def data_consistency(fingerprints: np.ndarray, dictionary: Dictionary, network: Mapping[str, np.ndarray],
+                     matched: Mapping[str, np.ndarray], sigma: np.ndarray, *,
+                     level: float = CONTRADICTION_LEVEL,
+                     device: str | torch.device | None = None) -> dict[str, np.ndarray]:
+    """The data-consistency check of a network's maps against matching's.
+
+    Parameters
+    ----------
+    fingerprints
+        complex ``(n, frames)``.
+    network, matched
+        ``t1h2o``, ``ff``, ``b1`` ``(n,)`` of the network and of matching.
+    sigma
+        ``(n,)`` noise SD per frame (complex): matching's (:func:`~mrfrecon.uncertainty.fisher.noise_from_residual`).
+    level
+        Flag threshold of the statistic.
+
+    Returns
+    -------
+    dict
+        ``residual_net`` and ``residual_match`` (relative, float32), ``statistic`` (float32,
+        ``(‖r_net‖² − ‖r_match‖²)/(σ²/2)``) and ``flag`` (uint8, :data:`CONTRADICTED` where the
+        statistic exceeds ``level``), each ``(n,)``.
+    """
+    x = np.asarray(fingerprints)
+    net = consistency_residual(x, dictionary, network["t1h2o"], network["ff"], network["b1"], device=device)
+    ref = consistency_residual(x, dictionary, matched["t1h2o"], matched["ff"], matched["b1"], device=device)
+    norm2 = (np.abs(np.nan_to_num(x.astype(np.complex128))) ** 2).sum(-1)
+    sig2 = np.maximum(np.asarray(sigma, np.float64) ** 2, 1e-30 * np.maximum(norm2, 1e-30))
+    stat = (net["residual"].astype(np.float64) ** 2 - ref["residual"].astype(np.float64) ** 2) * norm2 / (sig2 / 2)
+    stat = np.where(np.isfinite(stat), stat, 0.0)
+    return {"residual_net": net["residual"], "residual_match": ref["residual"], "statistic": stat.astype(np.float32),
+            "flag": np.where(stat > level, CONTRADICTED, 0).astype(np.uint8)}
+
+
+def combined_sd(ensemble_sd: np.ndarray, network: np.ndarray, matched: np.ndarray, matched_sd: np.ndarray,
+                contradicted: np.ndarray) -> np.ndarray:
+    """One SD per voxel: ``sqrt(SD_ens² + c·max((net − match)² − SD_match², 0))`` with ``c`` 1
+    where the data contradict the network and 0 elsewhere. All arrays of one shape; float32."""
+    d2 = (np.asarray(network, np.float64) - np.asarray(matched, np.float64)) ** 2
+    excess = np.maximum(d2 - np.asarray(matched_sd, np.float64) ** 2, 0.0) * np.asarray(contradicted, bool)
+    return np.sqrt(np.asarray(ensemble_sd, np.float64) ** 2 + excess).astype(np.float32)
