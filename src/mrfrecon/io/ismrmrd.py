@@ -3,13 +3,26 @@
 The vendor-neutral raw-data format (Inati et al., "ISMRM Raw data format", MRM 77:411-421, 2017;
 PyPI ``ismrmrd``): an HDF5 file with an XML header and one acquisition per readout. Here every
 spoke is one acquisition: ``idx.kspace_encode_step_1`` is its index in the train (0 … spokes−1),
-``idx.slice`` its slice, ``data`` ``(coils, samples)``; the trajectory, when the file has one
-(``trajectory_dimensions`` 2), is ``(kx, ky)`` in cycles per pixel within [−0.5, 0.5] (the
-normalization of Gadgetron and BART), else the sequence's golden-angle spokes
-(:func:`mrfrecon.acquisition.radial_trajectory`). The header gives the matrices (encoded: the
-readout samples; recon: the image) and fields of view; each acquisition's ``position`` (the
-slice centre), ``read_dir``, ``phase_dir`` and ``slice_dir`` (patient coordinates, LPS+ as in
-DICOM) give the geometry: image columns along ``read_dir``, rows along ``phase_dir``.
+``idx.slice`` its slice, ``idx.repetition`` the train it belongs to, ``data`` ``(coils,
+samples)``; the trajectory, when the file has one (``trajectory_dimensions`` 2), is ``(kx, ky)``
+in cycles per pixel of the image within [−0.5, 0.5] (the normalization of Gadgetron and BART),
+else the sequence's golden-angle spokes (:func:`mrfrecon.acquisition.radial_trajectory`). Each
+acquisition's ``position`` (the slice centre), ``read_dir``, ``phase_dir`` and ``slice_dir``
+(patient coordinates, LPS+ as in DICOM) give the geometry: image columns along ``read_dir``, rows
+along ``phase_dir``; the image matrix and field of view are ``reconSpace``'s.
+
+Readout: the samples between ``discard_pre`` and ``discard_post``, symmetric about
+``center_sample``, form the spoke; its length against the header's matrices gives the readout
+oversampling (:func:`readout_layout`: siemens_to_ismrmrd writes ``2N`` samples under an encoded
+matrix of ``N``, the project's writer ``2N`` under ``2N``). The oversampled samples are kept, at
+spacing ``2π / samples`` radians per image pixel (the project's own convention, so that imported
+and simulated series are reconstructed alike), or removed on request (``readout="remove"``).
+
+Before the images (:mod:`mrfrecon.acquisition.rawprep`): the ``ACQ_IS_NOISE_MEASUREMENT``
+acquisitions give the coil noise covariance that prewhitens every spoke (they never enter the
+images), and SVD coil compression reduces the coils to virtual coils on request. Dummy scans,
+navigators, phase-correction, feedback, calibration and phase-stabilization acquisitions are
+skipped.
 
 Reconstruction: coil sensitivities by Walsh's method (:mod:`mrfrecon.acquisition.walsh`) on the
 time-averaged image (all spokes, ramp-weighted), then the project's KWIC view sharing
