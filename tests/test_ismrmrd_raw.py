@@ -477,3 +477,14 @@ def test_read_scan_passes_the_raw_options(world, tmp_path):
     path = write_siemens(tmp_path / "raw.h5", world, [world["acq"][0], world["acq"][1]])
     scan = read_scan(path, mask=world["mask"], repetition=0, coil_compression=2)
     assert scan.attrs["import"]["repetition"] == "0" and scan.attrs["import"]["virtual_coils"] == 2
+
+
+def test_in_place_coil_matrix_is_the_copy():
+    rng = np.random.default_rng(4)
+    k = (rng.normal(size=(2, 5, 7, 9)) + 1j * rng.normal(size=(2, 5, 7, 9))).astype(np.complex64)
+    a = rng.normal(size=(2, 5, 5)) + 1j * rng.normal(size=(2, 5, 5))
+    ref = apply_coil_matrix(k, a)
+    np.testing.assert_allclose(ref, np.einsum("soc,sc...->so...", a, k), rtol=1e-5, atol=1e-5)
+    same = apply_coil_matrix(k, a, inplace=True)
+    assert same is k
+    np.testing.assert_array_equal(same, ref)

@@ -215,6 +215,20 @@ def readout_layout(samples: int, discard_pre: int, discard_post: int, center_sam
     may be the encoded or the recon matrix, or twice either; anything else is refused.
 
     ``center_sample`` 0 (left unset by many writers) is taken as the middle of the kept samples.
+
+    Parameters
+    ----------
+    samples, discard_pre, discard_post, center_sample
+        The acquisition header's ``number_of_samples`` and fields of the same names.
+    encoded, recon
+        ``encodedSpace.matrixSize.x`` and ``reconSpace.matrixSize.x`` of the header.
+    where
+        File and acquisition, for the message.
+
+    Returns
+    -------
+    ReadoutLayout
+        The first sample and the length of the spoke, and its oversampling against ``recon``.
     """
     kept = samples - discard_pre - discard_post
     what = (f"{where}: {samples} samples per readout (discard_pre {discard_pre}, discard_post {discard_post}, "
@@ -513,7 +527,7 @@ def read_ismrmrd(path: str | os.PathLike[str], sequence: Sequence, *, window: in
             cc = coil_compression_of(g, k_virtual, noise_power=p)
             kept.append((cc.signal_energy, cc.energy))
             mats.append(cc.matrix if whiten is None else cc.matrix @ whiten)
-        ksp = apply_coil_matrix(ksp, np.stack(mats))
+        ksp = apply_coil_matrix(ksp, np.stack(mats), inplace=k_virtual is None)
         if k_virtual is not None:
             comp_note = {"virtual_coils": int(k_virtual), "compression": str(coil_compression),
                          "compression_signal_energy": round(float(min(e for e, _ in kept)), 6),
