@@ -252,3 +252,92 @@ def test_ensembles_that_cannot_be_pooled_are_refused(tmp_path):
         with pytest.raises(MrfreconError, match=what) as e:
             check_ensemble([a, other])
         assert "\n" not in str(e.value)
+
+
+@pytest.fixture(scope="module")
+def scan_and_dict(tmp_path_factory, small):
+    """A small noisy scan with a background, and the small dictionary saved."""
+    from mrfrecon.io import Scan, save_scan
+
+    root = tmp_path_factory.mktemp("unc")
+    rng = np.random.default_rng(7)
+    fg = np.zeros((1, 20, 20), bool)
+    fg[0, 5:15, 4:16] = True
+    n = int(fg.sum())
+    x = simulate(SEQ, t1h2o=rng.uniform(900, 1500, n), ff=rng.uniform(0.05, 0.4, n), b1=rng.uniform(0.6, 0.9, n))
+    series = np.zeros((1, SEQ.frames, 20, 20), np.complex64)
+    series[:, :, fg[0]] = x.T[None]
+    sigma = 0.05 * np.abs(x).mean()
+    series += (sigma * (rng.standard_normal(series.shape) + 1j * rng.standard_normal(series.shape)) / np.sqrt(2)).astype(np.complex64)
+    save_scan(root / "s000.h5", Scan(series=series, foreground=fg, sequence=SEQ))
+    small.save(root / "d.h5")
+    return root
+
+
+def _run(*args):
+    from click.testing import CliRunner
+
+    from mrfrecon.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], obj={}, catch_exceptions=False)
+
+
+def test_match_uncertainty_writes_sd_datasets_and_nifti_with_sidecars(scan_and_dict, tmp_path):
+    import nibabel as nib
+
+    from mrfrecon.inference import load_maps
+    from mrfrecon.uncertainty.output import load_sd
+
+    root = scan_and_dict
+    cal = Calibration({"matching": {"t1h2o": 2.0}}).save(tmp_path / "cal.json")
+    out = tmp_path / "maps"
+    r = _run("match", root / "s000.h5", "--dictionary", root / "d.h5", "--out", out, "--uncertainty", "--sd-calibration", cal)
+    assert r.exit_code == 0, r.output
+    maps, _ = load_maps(out / "s000_maps.h5")
+    sd = load_sd(out / "s000_maps.h5")
+    fg = maps["valid"] > 0
+    for k in fisher.SD_MAPS:
+        assert sd[f"sd_{k}"].shape == maps[k].shape and np.isfinite(sd[f"sd_{k}"]).all()
+        assert (sd[f"sd_{k}"][fg] > 0).all() and (sd[f"sd_{k}"][~fg] == 0).all()
+        assert sd[f"flag_{k}"].dtype == np.uint8
+    assert (sd["sigma"][fg] > 0).all()
+    import h5py
+
+    with h5py.File(out / "s000_maps.h5") as f:
+        assert f["sd/t1h2o"].attrs["unit"] == "ms" and f["maps/t1h2o"].attrs["unit"] == "ms"
+    # NIfTI: named like the map with SD in the desc label, BIDS units (s, %), sidecar with the method
+    t1 = nib.load(out / "s000_desc-waterSD_T1map.nii.gz").get_fdata()
+    np.testing.assert_allclose(t1.transpose(2, 1, 0), sd["sd_t1h2o"] / 1000.0, rtol=1e-6)
+    ffsd = nib.load(out / "s000_desc-SD_FFmap.nii.gz").get_fdata()
+    np.testing.assert_allclose(ffsd.transpose(2, 1, 0), sd["sd_ff"] * 100.0, rtol=1e-5)
+    side = json.loads((out / "s000_desc-waterSD_T1map.json").read_text())
+    assert side["Units"] == "s" and "Cramér–Rao" in side["EstimationAlgorithm"] and side["SDCalibration"] == str(cal)
+    for name in ("desc-mrfSD_TB1map", "desc-fatSD_T1map"):
+        assert (out / f"s000_{name}.nii.gz").is_file() and (out / f"s000_{name}.json").is_file()
+    # the calibration's scale is applied: twice the uncalibrated SD
+    r = _run("match", root / "s000.h5", "--dictionary", root / "d.h5", "--out", tmp_path / "raw.h5", "--uncertainty")
+    assert r.exit_code == 0, r.output
+    with h5py.File(tmp_path / "raw.h5") as f:
+        np.testing.assert_allclose(2.0 * f["sd/t1h2o"][...], sd["sd_t1h2o"], rtol=1e-6)
+        np.testing.assert_allclose(f["sd/ff"][...], sd["sd_ff"], rtol=1e-6)
+
+
+def test_match_uncertainty_bad_input_is_one_line(scan_and_dict, tmp_path):
+    root = scan_and_dict
+    fp = tmp_path / "fp.npy"
+    np.save(fp, simulate(SEQ, t1h2o=np.array([900.0, 1200.0]), df=20.0, ff=0.2))
+    cases = [
+        (("--noise", "residual"), "apply with --uncertainty"),
+        (("--uncertainty", "--noise", "loud"), "--noise"),
+        (("--uncertainty", "--noise", "-1"), "--noise"),
+        (("--uncertainty", "--sd-calibration", tmp_path / "none.json"), "cannot read"),
+    ]
+    for extra, msg in cases:
+        r = _run("match", root / "s000.h5", "--dictionary", root / "d.h5", "--out", tmp_path / "o.h5", *extra)
+        assert r.exit_code == 2 and msg in r.output and r.output.strip().count("\n") == 0, r.output
+    r = _run("match", fp, "--dictionary", root / "d.h5", "--out", tmp_path / "o.npz", "--uncertainty", "--noise", "background")
+    assert r.exit_code == 2 and "no background" in r.output
+    r = _run("match", fp, "--dictionary", root / "d.h5", "--out", tmp_path / "o.npz", "--uncertainty")
+    assert r.exit_code == 0, r.output
+    got = np.load(tmp_path / "o.npz")
+    assert got["sd_t1h2o"].shape == (2,) and np.isfinite(got["sd_t1h2o"]).all()

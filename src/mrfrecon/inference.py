@@ -131,13 +131,18 @@ def maps_path_for(scan_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     return Path(out_dir) / f"{scan_stem(scan_path)}{MAPS_SUFFIX}"
 
 
-def _write_maps(path: Path, maps: dict[str, np.ndarray], foreground: np.ndarray, attrs: dict[str, str]) -> None:
+def _write_maps(path: Path, maps: dict[str, np.ndarray], foreground: np.ndarray, attrs: dict[str, str],
+                extra: dict[str, tuple[np.ndarray, str]] | None = None) -> None:
+    """``extra``: more datasets, name → (array, unit), e.g. the SD maps of
+    :func:`mrfrecon.uncertainty.output.sd_datasets` (``sd/<map>``, ``flags/<map>``)."""
     with atomic_h5(path) as f:
         f.attrs["format"] = MAPS_FORMAT
         f.attrs.update(attrs)
         for k, v in maps.items():
             d = f.create_dataset(f"maps/{k}", data=np.asarray(v, np.float32), compression="gzip", shuffle=True)
             d.attrs["unit"] = MAP_UNITS.get(k, "")
+        for k, (v, unit) in (extra or {}).items():
+            f.create_dataset(k, data=v, compression="gzip", shuffle=True).attrs["unit"] = unit
         f.create_dataset("masks/foreground", data=foreground.astype(np.uint8), compression="gzip")
 
 

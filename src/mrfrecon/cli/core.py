@@ -100,14 +100,17 @@ def _save_maps(maps: dict[str, np.ndarray], out: Path, attrs: dict[str, str]) ->
     from ..atomic import atomic_h5, atomic_path
     from ..io.scan import MAP_UNITS
 
-    units = {k: MAP_UNITS.get(k, "") for k in maps}
+    units = {k: MAP_UNITS.get(k.removeprefix("sd_"), "") for k in maps}
     if out.suffix.lower() == ".npz":
         with atomic_path(out) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **maps, units=np.asarray(json.dumps(units)))
     else:
         with atomic_h5(out) as f:
             for k, v in maps.items():
-                f.create_dataset(f"maps/{k}", data=v).attrs["unit"] = units[k]
+                # SDs and their flags beside the maps: sd/<map>, flags/<map>, sd/noise
+                name = f"sd/{k[3:]}" if k.startswith("sd_") else f"flags/{k[5:]}" if k.startswith("flag_") else \
+                    "sd/noise" if k == "sigma" else f"maps/{k}"
+                f.create_dataset(name, data=v).attrs["unit"] = units[k]
             f.attrs.update(attrs)
 
 
@@ -142,9 +145,18 @@ def _fingerprint_list(path: Path, axes: str | None) -> np.ndarray | None:
 @click.option("--bids-derivatives", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="BIDS derivative dataset for the NIfTI maps (sub-*/[ses-*/]anat|fmap/, dataset_description.json); "
                    "default: <bids root>/derivatives/mrfrecon when a folder --out lies inside a BIDS dataset.")
+@click.option("--uncertainty", is_flag=True,
+              help="Also write the SD of every map (the Cramér–Rao bound at the matched parameters; docs/UNCERTAINTY.md): "
+                   "sd/<map> and flags/<map> beside maps/<map>, and NIfTI <name with desc-…SD> maps.")
+@click.option("--noise", default=None, metavar="residual|background|SD",
+              help="With --uncertainty: the noise level per frame: residual (default: per voxel, from the fit), "
+                   "background (an image's voxels outside the foreground, robust), or the SD in the series' units.")
+@click.option("--sd-calibration", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="With --uncertainty: scales of the SDs per map (mrfrecon uncertainty calibrate).")
 @_with(_read_opts)
 def match_cmd(fingerprints: Path, second: Path | None, dict_path: Path, out: Path, method: str, ff_model: str,
-              bids_derivatives: Path | None, **read) -> None:
+              bids_derivatives: Path | None, uncertainty: bool, noise: str | None, sd_calibration: Path | None,
+              **read) -> None:
     """Match FINGERPRINTS to a dictionary: a scan or image series of any kind `mrfrecon import` reads
     (SECOND: the phase or imaginary part of a two-file series), or a .npy of complex fingerprints
     (n, frames).
@@ -170,6 +182,7 @@ def match_cmd(fingerprints: Path, second: Path | None, dict_path: Path, out: Pat
         if p is not None and not p.exists():
             raise MrfreconError(f"{p}: no such file or folder")
     attrs = {"dictionary": str(dict_path), "method": method, "ff_model": ff_model, "mrfrecon_version": __version__}
+    sigma, cal = _uncertainty_options(uncertainty, noise, sd_calibration)
     fps = _fingerprint_list(fingerprints, opts["axes"]) if second is None else None
     if fps is not None:  # a list of fingerprints, no image
         if to_folder:
@@ -181,6 +194,10 @@ def match_cmd(fingerprints: Path, second: Path | None, dict_path: Path, out: Pat
         with progress(n, f"matching ({method})") as cb:
             maps = match(fps, d, method=method, ff_model=ff_model, progress=cb)
         dt = time.perf_counter() - t0
+        if uncertainty:
+            from ..uncertainty.matched import match_uncertainty
+
+            maps = {**maps, **match_uncertainty(fps, d, maps, sigma=sigma, calibration=cal)}
         _save_maps(maps, out, attrs)
         click.echo(f"matched {n:,} fingerprints in {dt:.2f} s; wrote {out}")
         return
@@ -200,8 +217,12 @@ def match_cmd(fingerprints: Path, second: Path | None, dict_path: Path, out: Pat
 
         # NIfTI maps: a BIDS derivative dataset (--bids-derivatives, or --out inside a BIDS dataset), else --out
         deriv = plan_derivatives(out, {str(fingerprints): stem}, bids_derivatives)
-        for o in [out / f"{stem}{MAPS_SUFFIX}", *planned_outputs(deriv or out, stem, MAP_KEYS, labels=scan.labels is not None,
-                                                                  bids=deriv is not None)]:
+        planned = planned_outputs(deriv or out, stem, MAP_KEYS, labels=scan.labels is not None, bids=deriv is not None)
+        if uncertainty:
+            from ..uncertainty.output import planned_sd_outputs
+
+            planned += planned_sd_outputs(deriv or out, stem, MAP_KEYS, bids=deriv is not None)
+        for o in [out / f"{stem}{MAPS_SUFFIX}", *planned]:
             check_out(o, kind="file", inputs=(fingerprints, dict_path))
     n = int(scan.foreground.sum())
     t0 = time.perf_counter()
@@ -209,21 +230,46 @@ def match_cmd(fingerprints: Path, second: Path | None, dict_path: Path, out: Pat
         maps = reference_maps(scan.series, scan.foreground, d, keys=(*MAP_KEYS, "valid"), method=method,
                               ff_model=ff_model, progress=cb)
     dt = time.perf_counter() - t0
+    sd: dict[str, np.ndarray] = {}
+    if uncertainty:
+        from ..uncertainty.matched import scan_match_uncertainty
+
+        t1 = time.perf_counter()
+        sd = scan_match_uncertainty(scan.series, scan.foreground, d, maps, sigma=sigma, calibration=cal)
+        click.echo(f"SDs of the maps (Cramér–Rao, noise: {sigma}) in {time.perf_counter() - t1:.2f} s")
     if to_folder:
         from ..inference import MAPS_SUFFIX, _write_maps, scan_sources
         from ..io.nifti import export_maps, provenance
+        from ..uncertainty.output import export_sd_maps, sd_datasets
 
-        _write_maps(out / f"{stem}{MAPS_SUFFIX}", maps, scan.foreground, {**attrs, "scan": str(fingerprints)})
+        _write_maps(out / f"{stem}{MAPS_SUFFIX}", maps, scan.foreground, {**attrs, "scan": str(fingerprints)},
+                    extra=sd_datasets(sd))
         algorithm = f"two-component (water, fat) dictionary matching, method {method}, FF model {ff_model}"
         side = provenance(algorithm, "Balsiger et al., MIDL 2019 (two-component matching: docs/MATCHING.md)",
                           scan_sources(scan, fingerprints), {"dictionary": dict_path})
         export_maps(maps, deriv or out, stem, scan.affine_ras(), sidecar=side, foreground=scan.foreground & maps["valid"],
                     labels=scan.labels, label_names=scan.label_names, bids=deriv is not None,
                     generated_by={"Description": f"mrfrecon match: {algorithm}"})
+        if sd:
+            export_sd_maps(sd, deriv or out, stem, scan.affine_ras(), bids=deriv is not None,
+                           method=f"Cramér–Rao bound of the two-component model at the matched parameters, noise level: {sigma}",
+                           sidecar={**side, "SDCalibration": str(sd_calibration) if sd_calibration else None})
     else:
-        _save_maps(maps, out, attrs)
+        _save_maps({**maps, **sd}, out, attrs)
     wrote = f"{out} and the BIDS derivative dataset {deriv}" if to_folder and deriv is not None else str(out)
     click.echo(f"matched {n:,} foreground voxels ({scan.attrs.get('foreground', 'the scan’s mask')}) in {dt:.2f} s; wrote {wrote}")
+
+
+def _uncertainty_options(uncertainty: bool, noise: str | None, sd_calibration: Path | None):
+    """The noise level and calibration of ``match --uncertainty`` (checked before any work)."""
+    if not uncertainty:
+        if noise is not None or sd_calibration is not None:
+            raise MrfreconError("--noise and --sd-calibration apply with --uncertainty")
+        return "residual", None
+    from ..uncertainty.calibration import Calibration
+    from ..uncertainty.matched import parse_sigma
+
+    return parse_sigma(noise or "residual"), Calibration.load(sd_calibration) if sd_calibration else None
 
 
 # --------------------------------------------------------------------------------- import

@@ -25,12 +25,26 @@ from ..matching import match
 from .calibration import Calibration
 from .fisher import SD_MAPS, crb_sd, noise_from_background, noise_from_residual, pair_residual, pool_noise, temporal_rank
 
-__all__ = ["SIGMA_METHODS", "match_uncertainty", "match_with_uncertainty", "scan_match_uncertainty"]
+__all__ = ["SIGMA_METHODS", "match_uncertainty", "match_with_uncertainty", "parse_sigma", "scan_match_uncertainty"]
 
 #: how the noise level can be found: from matching's residual per voxel, or from an image's background
 SIGMA_METHODS = ("residual", "background")
 #: in-plane window over which an image's residual noise level is pooled (measured: docs/UNCERTAINTY.md)
 POOL = 3
+
+
+def parse_sigma(text: str) -> str | float:
+    """A noise-level choice from the command line: ``residual``, ``background`` or a number > 0."""
+    t = str(text).strip().lower()
+    if t in SIGMA_METHODS:
+        return t
+    try:
+        v = float(t)
+    except ValueError:
+        raise MrfreconError(f"--noise: expected {' or '.join(SIGMA_METHODS)} or a noise SD > 0, got {text!r}") from None
+    if not (np.isfinite(v) and v > 0):
+        raise MrfreconError(f"--noise: the noise SD must be a finite number > 0, got {text!r}")
+    return v
 
 
 def _check_sigma(sigma: str | float) -> None:
