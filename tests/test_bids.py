@@ -404,6 +404,10 @@ def test_python_api_takes_shipped_checkpoints_and_loads_once(world, tmp_path, mo
     assert open_checkpoint("shipped:tiny").path == tmp_path / "shipped" / "tiny.pt"
     with pytest.raises(MrfreconError, match="no shipped checkpoint 'nope'"):
         predict_scan("shipped:nope", scan)
+    from mrfrecon.experiments.occlusion import run_occlusion
+
+    with pytest.raises(MrfreconError, match="no shipped checkpoint 'nope'"):  # before any cohort or training
+        run_occlusion(tmp_path / "occ", checkpoint="shipped:nope", log=None)
     # predict_folder: the checkpoint read and the network built once for all scans
     loads, builds = [], []
     real_load, real_build = ckmod.load_checkpoint, ckmod.Checkpoint.build_model

@@ -313,7 +313,7 @@ def test_match_writes_bids_maps_with_sidecars(world, reference, tmp_path):
     np.testing.assert_allclose(img.affine, world["aff"], atol=1e-5)
     fg = world["scan"].foreground
     np.testing.assert_allclose(np.asarray(img.dataobj).transpose(2, 1, 0)[fg], reference["match"]["t1h2o"][fg] / 1000, rtol=1e-6)
-    side = json.loads((world["root"] / "ref_predict" / "sub-01_TB1map.json").read_text())
+    side = json.loads((world["root"] / "ref_predict" / "sub-01_desc-mrf_TB1map.json").read_text())
     assert side["Units"] == "%" and "checkpoint" in side["Method"]
 
 

@@ -263,7 +263,7 @@ def run_occlusion(
 ) -> OcclusionResult:
     """Run the occlusion experiment into the result folder ``out`` (module docstring).
 
-    ``checkpoint``: a trained network; without one, the proposed CNN is trained (or reused) as
+    ``checkpoint``: a trained network (a file or ``shipped:<name>``); without one, the proposed CNN is trained (or reused) as
     in the comparison, on the reference maps, into ``out/runs/reference/proposed``. ``preset``
     (default: the checkpoint's training preset, else ``demo``) names the cohort simulated into
     ``out/cohort`` when no ``cohort`` is given; the test split is used."""
@@ -276,7 +276,9 @@ def run_occlusion(
     out.mkdir(parents=True, exist_ok=True)
     sw = Stopwatch()
     bar = progress if progress is not None else no_bar
-    ck = load_checkpoint(checkpoint) if checkpoint is not None else None
+    from ..shipped import open_checkpoint
+
+    ck = open_checkpoint(checkpoint) if checkpoint is not None else None  # a path or shipped:<name>
     if preset is None:
         preset = str((ck.meta.get("config") or {}).get("preset", "demo")) if ck is not None else "demo"
     with sw("cohort (simulate or load)"):
