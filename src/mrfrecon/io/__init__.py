@@ -7,7 +7,9 @@ Modules (imports run one way: each imports only :mod:`mrfrecon.atomic`, :mod:`mr
     scan     Scan, save_scan, load_scan: the scan file (series, masks, maps, labels, sequence)
     cohort   CohortIndex, split_counts: a folder of scans and its cohort.json with the split
     geometry RAS+ affines and axis codes (the simulated scans' orientation)
-    nifti    export_maps: maps out as NIfTI with BIDS-style names and JSON sidecars
+    bids     BIDS derivatives: names from the input's entities, anat/ and fmap/ places,
+             dataset_description.json, Sources as BIDS URIs (match and predict alike)
+    nifti    export_maps: maps out as NIfTI with BIDS names and JSON sidecars
     series   NIfTI / NumPy / MATLAB image series in (complex, magnitude + phase, real + imaginary)
     dicom    DICOM magnitude + phase images in
     ismrmrd  ISMRMRD radial raw data in (coil sensitivities, KWIC frames)
