@@ -198,6 +198,14 @@ def test_export_maps_layout_units_and_dataset_files(world, tmp_path):
     doc = json.loads((deriv / "sub-03/anat/sub-03_FFmap.json").read_text())
     assert doc["Sources"] == ["bids:inputs:sub-03_part-mag_MRF.nii.gz"] and _resolve(deriv, doc["Sources"][0]) == loose.resolve()
     assert not os.path.isabs(json.loads((deriv / "dataset_description.json").read_text())["DatasetLinks"]["inputs"])
+    # a DataLad/git-annex file is a symlink into the annex: its URI is its place in the dataset
+    annexed = world["raw"] / "sub-02" / "anat" / "sub-02_acq-annex_part-mag_MRF.nii.gz"
+    annexed.symlink_to(loose)
+    try:
+        assert DerivativeDataset(deriv).uri(annexed) == "bids:raw:sub-02/anat/sub-02_acq-annex_part-mag_MRF.nii.gz"
+        assert DerivativeDataset(deriv).uri(deriv / "sub-02" / "x.nii.gz") == "bids::sub-02/x.nii.gz"
+    finally:
+        annexed.unlink()
 
 
 # ----------------------------------------------------------------------------------- where

@@ -246,10 +246,10 @@ def _link_target(root: Path, value: str) -> Path | None:
     if value.startswith("file://"):
         from urllib.parse import unquote, urlparse
 
-        return Path(unquote(urlparse(value).path)).resolve()
+        return Path(os.path.abspath(unquote(urlparse(value).path)))
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", value):  # doi:, https:, …: not a local folder
         return None
-    return (root / value).resolve()
+    return Path(os.path.abspath(root / value))
 
 
 class DerivativeDataset:
@@ -273,13 +273,12 @@ class DerivativeDataset:
         self.links: dict[str, str] = dict(links) if isinstance(links, dict) else {}
 
     def _link_for(self, base: Path, is_bids: bool) -> str:
-        base = base.resolve()
         for name, value in self.links.items():
             if isinstance(value, str) and _link_target(self.root, value) == base:
                 return name
         stem = "raw" if is_bids else "inputs"
         name = next(n for n in (stem, *(f"{stem}{i}" for i in range(2, 10_000))) if n not in self.links)
-        self.links[name] = os.path.relpath(base, self.root.resolve())
+        self.links[name] = os.path.relpath(base, os.path.abspath(self.root))
         return name
 
     def uri(self, path: str | os.PathLike[str]) -> str:
@@ -287,15 +286,14 @@ class DerivativeDataset:
         ``bids:<name>:<path within its dataset>``, where ``<name>`` is a ``DatasetLinks`` entry
         for the BIDS dataset holding the file (``raw``), or for its folder when it lies in none
         (``inputs``)."""
+        # absolute, not resolved: a DataLad/git-annex file is a symlink whose target lies elsewhere
         p = Path(os.path.abspath(path))
-        root = self.root.resolve()
-        if p.resolve().is_relative_to(root):
-            return f"bids::{p.resolve().relative_to(root).as_posix()}"
+        root = Path(os.path.abspath(self.root))
+        if p.is_relative_to(root):
+            return f"bids::{p.relative_to(root).as_posix()}"
         ds = find_dataset_root(p.parent)
-        if ds is not None and ds.resolve() == root:
-            ds = None
         base = ds if ds is not None else p.parent
-        return f"bids:{self._link_for(base, ds is not None)}:{p.resolve().relative_to(base.resolve()).as_posix()}"
+        return f"bids:{self._link_for(base, ds is not None)}:{p.relative_to(base).as_posix()}"
 
     def save(self, generated_by: Mapping[str, Any] | None = None) -> list[Path]:
         """Write (merge into) ``dataset_description.json`` and ``.bidsignore``, and a README when
