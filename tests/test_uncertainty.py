@@ -341,3 +341,77 @@ def test_match_uncertainty_bad_input_is_one_line(scan_and_dict, tmp_path):
     assert r.exit_code == 0, r.output
     got = np.load(tmp_path / "o.npz")
     assert got["sd_t1h2o"].shape == (2,) and np.isfinite(got["sd_t1h2o"]).all()
+
+
+@pytest.fixture(scope="module")
+def tiny_ensemble(tmp_path_factory):
+    """A synthetic 10-frame cohort (tests/test_training.py) and two tiny networks of different seeds."""
+    from test_training import make_cohort, short_sequence
+
+    from mrfrecon.training import train
+
+    root = tmp_path_factory.mktemp("ens")
+    cohort = make_cohort(root / "cohort")
+    cks = [train("cohen2018", cohort, root / f"run{s}", preset="tiny", width=0.1, patch=8, epochs=1, seed=s, log=None)
+           for s in (0, 1)]
+    seq = short_sequence()
+    Dictionary.build(seq, Grid(t1h2o_ms=np.arange(850.0, 1651.0, 50.0), t1fat_ms=np.array([300.0, 350.0, 400.0]),
+                               b1=np.arange(0.55, 1.26, 0.05), df_hz=np.array([-10.0, 0.0, 10.0]))).save(root / "d.h5")
+    return root, cohort, cks
+
+
+def test_predict_ensemble_writes_the_members_sd(tiny_ensemble, tmp_path):
+    import nibabel as nib
+
+    from mrfrecon.inference import load_maps, predict_scan
+    from mrfrecon.io import load_scan
+    from mrfrecon.uncertainty.output import load_sd
+
+    root, cohort, cks = tiny_ensemble
+    scan_path = cohort / "s003.h5"
+    r = _run("predict", "--checkpoint", cks[0], "--checkpoint", cks[1], scan_path, "--out", tmp_path / "p")
+    assert r.exit_code == 0, r.output
+    maps, attrs = load_maps(tmp_path / "p" / "s003_maps.h5")
+    sd = load_sd(tmp_path / "p" / "s003_maps.h5")
+    scan = load_scan(scan_path)
+    members = np.stack([predict_scan(c, scan)["t1h2o"] for c in cks])
+    np.testing.assert_allclose(maps["t1h2o"], members.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(sd["sd_t1h2o"], members.std(0, ddof=1), rtol=1e-4, atol=1e-3)
+    assert json.loads(attrs["checkpoint"]) == [str(c) for c in cks]
+    img = nib.load(tmp_path / "p" / "s003_desc-waterSD_T1map.nii.gz").get_fdata().transpose(2, 1, 0)
+    np.testing.assert_allclose(img, sd["sd_t1h2o"] / 1000.0, rtol=1e-5, atol=1e-9)
+    side = json.loads((tmp_path / "p" / "s003_desc-waterSD_T1map.json").read_text())
+    assert "ensemble of 2" in side["EstimationAlgorithm"] and side["Checkpoints"] == [str(c) for c in cks]
+    # with a dictionary: the data-consistency check and the combined SD (never below the spread)
+    r = _run("predict", "--checkpoint", cks[0], "--checkpoint", cks[1], scan_path, "--out", tmp_path / "q",
+             "--dictionary", root / "d.h5", "--no-nifti")
+    assert r.exit_code == 0, r.output
+    sdq = load_sd(tmp_path / "q" / "s003_maps.h5")
+    fg = scan.foreground
+    assert (sdq["sd_t1h2o"][fg] >= sd["sd_t1h2o"][fg] - 1e-3).all() and np.isfinite(sdq["sd_t1h2o"]).all()
+    import h5py
+
+    with h5py.File(tmp_path / "q" / "s003_maps.h5") as f:
+        for k in ("residual_net", "residual_match", "dc_statistic"):
+            assert f[f"consistency/{k}"].shape == fg.shape
+        flagged = (f["flags/t1h2o"][...] & 2) > 0
+        stat = f["consistency/dc_statistic"][...]
+    np.testing.assert_array_equal(flagged, fg & (stat > 16.27))
+
+
+def test_predict_ensemble_bad_input(tiny_ensemble, tmp_path):
+    import torch
+
+    root, cohort, cks = tiny_ensemble
+    scan_path = cohort / "s003.h5"
+    r = _run("predict", "--checkpoint", cks[0], scan_path, "--out", tmp_path / "p", "--dictionary", root / "d.h5")
+    assert r.exit_code == 2 and "ensemble of one" in r.output and r.output.strip().count("\n") == 0
+    # a member trained on other maps cannot be pooled
+    obj = torch.load(cks[1], weights_only=True)
+    meta = json.loads(obj["meta_json"])
+    meta["map_norm"]["maximum"][0] += 100.0
+    obj["meta_json"] = json.dumps(meta)
+    torch.save(obj, tmp_path / "other.pt")
+    r = _run("predict", "--checkpoint", cks[0], "--checkpoint", tmp_path / "other.pt", scan_path, "--out", tmp_path / "p")
+    assert r.exit_code == 2 and "map normalization" in r.output and r.output.strip().count("\n") == 0
+    assert not (tmp_path / "p" / "s003_maps.h5").exists()

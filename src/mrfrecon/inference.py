@@ -162,7 +162,7 @@ def load_maps(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict
 
 
 def predict_folder(
-    checkpoint: str | os.PathLike[str] | Checkpoint,
+    checkpoint: str | os.PathLike[str] | Checkpoint | Sequence[str | os.PathLike[str] | Checkpoint],
     scan_paths: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     *,
@@ -174,6 +174,8 @@ def predict_folder(
     read_options: dict | None = None,
     bids_derivatives: str | os.PathLike[str] | None = None,
     net: torch.nn.Module | None = None,
+    dictionary: str | os.PathLike[str] | None = None,
+    sd_calibration: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
     """Predict every input and write ``out_dir/<stem>_maps.h5`` (maps, foreground, and the
     checkpoint and input it came from as attributes) and, with ``nifti``, the NIfTI maps with
@@ -192,8 +194,20 @@ def predict_folder(
     skipped. All inputs are checked (frames, sequence, finite complex series) and predicted
     before the first file is written, so a bad input leaves ``out_dir`` untouched; every file is
     written atomically. An output that would replace one of the input files is refused.
+
+    Several checkpoints (a list) are an ensemble (:mod:`mrfrecon.uncertainty.ensemble`): the
+    maps are the members' mean and ``sd/<map>`` their spread (``ddof=1``), or, with a
+    ``dictionary``, the spread combined with the data-consistency check against matching
+    (``flags/<map>``, ``consistency/*``); ``sd_calibration`` scales the SDs
+    (:class:`~mrfrecon.uncertainty.calibration.Calibration`). NIfTI SD maps go beside the maps.
     """
-    ck = open_checkpoint(checkpoint)
+    many = isinstance(checkpoint, list | tuple)
+    members = [open_checkpoint(c) for c in checkpoint] if many else []
+    if many:
+        from .uncertainty.ensemble import check_ensemble
+
+        check_ensemble(members)  # one line: one member, other sequences, maps, normalizations or targets
+    ck = members[0] if many else open_checkpoint(checkpoint)
     paths = drop_partners([Path(p) for p in scan_paths])
     if not paths:
         raise MrfreconError("no scan files given")
@@ -208,14 +222,27 @@ def predict_folder(
     dev = default_device(device)
     if net is None:
         net = ck.build_model(dev)
+    unc = _ensemble_setup(members, dictionary, sd_calibration, ck)
+    nets = [net] + [m.build_model(dev) for m in members[1:]]
     results = []
     for i, p in enumerate(paths):
         scan = read_scan(p, sequence=ck.sequence, **(read_options or {}))
         maps = predict_scan(ck, scan, dev, tile=tile, amp=amp, net=net, where=str(p))
-        results.append((maps, scan))
+        sd: dict[str, np.ndarray] = {}
+        if many:
+            from .uncertainty.ensemble import network_uncertainty
+
+            preds = [maps] + [predict_scan(m, scan, dev, tile=tile, amp=amp, net=n, where=str(p))
+                              for m, n in zip(members[1:], nets[1:], strict=True)]
+            got = network_uncertainty(scan.series, scan.foreground, preds, device=dev,
+                                      **{k: v for k, v in unc.items() if k != "description"})
+            maps = {k: got[k] for k in ck.maps}
+            sd = {k: v for k, v in got.items() if k not in ck.maps}
+        results.append((maps, scan, sd))
         if progress is not None:
             progress(i + 1)
-    attrs_base = {"checkpoint": str(ck.path), "model": json.dumps(ck.spec), "target": ck.target,
+    attrs_base = {"checkpoint": str(ck.path) if not many else json.dumps([str(m.path) for m in members]),
+                  "model": json.dumps(ck.spec), "target": ck.target,
                   "sequence_digest": ck.sequence_digest, "checkpoint_epoch": str(ck.epoch),
                   "mrfrecon_version": __version__, "git_hash": ck.meta.get("git_hash", "unknown")}
     # one provenance (and one SHA-256 of the checkpoint) for all scans; Sources per scan
@@ -225,14 +252,39 @@ def predict_folder(
                       TrainingTarget=ck.target) if nifti else {}
     generated = {"Description": f"mrfrecon predict: {algorithm}, trained on {ck.target} maps"}
     written = []
-    for p, outs, (maps, scan) in zip(paths, planned, results, strict=True):
-        _write_maps(outs[0], maps, scan.foreground, {**attrs_base, "scan": str(p)})
+    for p, outs, (maps, scan, sd) in zip(paths, planned, results, strict=True):
+        from .uncertainty.output import export_sd_maps, sd_datasets
+
+        _write_maps(outs[0], maps, scan.foreground, {**attrs_base, "scan": str(p)}, extra=sd_datasets(sd))
         if nifti:
             export_maps(maps, deriv or out_dir, scan_stem(p), scan.affine_ras(),
                         sidecar={**side, "Sources": scan_sources(scan, p)}, foreground=scan.foreground,
                         bids=deriv is not None, generated_by=generated)
+            if sd:
+                export_sd_maps(sd, deriv or out_dir, scan_stem(p), scan.affine_ras(), bids=deriv is not None,
+                               method=unc["description"], sidecar={**side, "Sources": scan_sources(scan, p),
+                                                                   "Checkpoints": [str(m.path) for m in members]})
         written.append(outs[0])
     return written
+
+
+def _ensemble_setup(members: list[Checkpoint], dictionary: str | os.PathLike[str] | None,
+                    sd_calibration: str | os.PathLike[str] | None, ck: Checkpoint) -> dict:
+    """Keyword arguments of :func:`mrfrecon.uncertainty.ensemble.network_uncertainty` (and a
+    description for the sidecars), checked before any prediction."""
+    if not members:
+        if dictionary is not None or sd_calibration is not None:
+            raise MrfreconError("a dictionary (data consistency) or an SD calibration needs an ensemble: give several checkpoints")
+        return {}
+    from .dictionary import Dictionary
+    from .uncertainty.calibration import Calibration
+
+    d = Dictionary.load(dictionary, ck.sequence) if dictionary is not None else None
+    cal = Calibration.load(sd_calibration) if sd_calibration is not None else None
+    what = (f"spread (SD, ddof=1) of an ensemble of {len(members)} networks" +
+            (", combined with the data-consistency check against two-component matching" if d is not None else "") +
+            (f", scaled by the calibration {sd_calibration}" if cal is not None else ""))
+    return {"dictionary": d, "calibration": cal, "description": what}
 
 
 def scan_sources(scan: Scan, path: str | os.PathLike[str]) -> list[str]:

@@ -99,8 +99,9 @@ def parse_model_options(items: tuple[str, ...]) -> dict[str, bool | int | float 
 
 
 @cli.command("predict")
-@click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="checkpoint_best.pt of a training run, or shipped:<name> (see `mrfrecon shipped`).")
+@click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False), required=True, multiple=True,
+              help="checkpoint_best.pt of a training run, or shipped:<name> (see `mrfrecon shipped`). Repeat it for an "
+                   "ensemble (e.g. a study's seeds): the mean map and sd/<map>, the spread across members.")
 @click.argument("scans", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Folder for <scan>_maps.h5 and BIDS-style NIfTI maps with JSON sidecars.")
@@ -109,9 +110,14 @@ def parse_model_options(items: tuple[str, ...]) -> dict[str, bool | int | float 
               help="BIDS derivative dataset for the NIfTI maps (sub-*/[ses-*/]anat|fmap/, dataset_description.json); "
                    "default: <bids root>/derivatives/mrfrecon when --out lies inside a BIDS dataset.")
 @click.option("--tile", type=Num(1, 4096, integer=True), default=None, help="Predict in output tiles of this size (less memory, same result).")
+@click.option("--dictionary", "dict_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="An ensemble's data-consistency check: the maps re-simulated against the series and matching "
+                   "(flags/<map>, consistency/*), combined into the SD (docs/UNCERTAINTY.md).")
+@click.option("--sd-calibration", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="An ensemble's SD scales per map (mrfrecon uncertainty calibrate).")
 @_with(_read_opts)
-def predict_cmd(checkpoint: Path, scans: tuple[Path, ...], out: Path, no_nifti: bool, bids_derivatives: Path | None,
-                tile: int | None, **read) -> None:
+def predict_cmd(checkpoint: tuple[Path, ...], scans: tuple[Path, ...], out: Path, no_nifti: bool, bids_derivatives: Path | None,
+                tile: int | None, dict_path: Path | None, sd_calibration: Path | None, **read) -> None:
     """Predict T1H2O (ms), FF and B1 maps of SCANS with a trained network: scan .h5 files or any
     input `mrfrecon import` reads (the phase part of a BIDS part-mag/part-phase pair is found by name).
 
@@ -127,14 +133,23 @@ def predict_cmd(checkpoint: Path, scans: tuple[Path, ...], out: Path, no_nifti: 
     from ..runtime import default_device
     from ..shipped import resolve_checkpoint
 
-    checkpoint = resolve_checkpoint(checkpoint)  # shipped:<name> → its file, SHA-256 checked
-    check_out(out, kind="dir", inputs=(checkpoint, *scans))
+    members = [resolve_checkpoint(c) for c in checkpoint]  # shipped:<name> → its file, SHA-256 checked
+    checkpoint = members[0]
+    check_out(out, kind="dir", inputs=(*members, *scans))
     if no_nifti and bids_derivatives is not None:
         raise MrfreconError("--bids-derivatives: the derivative dataset holds the NIfTI maps; drop --no-nifti")
     opts = read_options(**read)
     t0 = time.perf_counter()
     ck = load_checkpoint(checkpoint)  # before the bar: a bad file is one line of error
     net = ck.build_model(default_device())  # a spec that builds no network, too; built once for all scans
+    if len(members) > 1:
+        from ..uncertainty.ensemble import check_ensemble
+
+        ensemble = [ck, *(load_checkpoint(c) for c in members[1:])]
+        check_ensemble(ensemble)
+    elif dict_path is not None or sd_calibration is not None:
+        raise MrfreconError("--dictionary and --sd-calibration give an ensemble's uncertainty: an ensemble of one has no "
+                            "spread; repeat --checkpoint (e.g. a study's seeds)")
     inputs = drop_partners(list(scans))
     deriv = None if no_nifti else plan_derivatives(out, {str(p): scan_stem(p) for p in inputs}, bids_derivatives)
     if deriv is not None:
@@ -143,8 +158,9 @@ def predict_cmd(checkpoint: Path, scans: tuple[Path, ...], out: Path, no_nifti: 
         for o in outs:
             check_out(o, kind="file", inputs=(checkpoint, *scans))
     with progress(len(inputs), "predicting") as cb:
-        written = predict_folder(ck, inputs, out, nifti=not no_nifti, tile=tile, progress=cb, read_options=opts,
-                                 bids_derivatives=deriv, net=net)
+        written = predict_folder(ensemble if len(members) > 1 else ck, inputs, out, nifti=not no_nifti, tile=tile,
+                                 progress=cb, read_options=opts, bids_derivatives=deriv, net=net, dictionary=dict_path,
+                                 sd_calibration=sd_calibration)
     where = f"{out} (HDF5) and the BIDS derivative dataset {deriv}" if deriv is not None else str(out)
     click.echo(f"predicted {len(written)} scan(s) in {time.perf_counter() - t0:.2f} s; wrote {where}")
 

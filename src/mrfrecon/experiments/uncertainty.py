@@ -195,6 +195,7 @@ def run_calibration(
                     metrics[split].setdefault(f"ensemble:{v}", {})[k] = {
                         "before": summarize(e, s), "after": summarize(e, s * variant_scales[v][k])}
         scales["ensemble"] = variant_scales["combined"]
+        scales["ensemble-spread"] = variant_scales["spread"]
     seconds = {split: {key: float(sum(it["seconds"].get(key, 0.0) for it in items[split]))
                        for key in ("match", "match_sd", "predict", "data_consistency")} for split in items}
     dc = {split: [it["dc"] for it in items[split] if "dc" in it] for split in items}

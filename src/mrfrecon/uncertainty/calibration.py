@@ -33,8 +33,9 @@ __all__ = ["CALIBRATION_FORMAT", "METHODS", "SCORED_MAPS", "Calibration", "cover
            "scoring_masks", "spearman", "summarize"]
 
 CALIBRATION_FORMAT = "mrfrecon.sd-calibration/1"
-#: whose SDs a calibration can scale
-METHODS = ("matching", "ensemble")
+#: whose SDs a calibration can scale: matching's, an ensemble's combined SD (with the data-consistency
+#: check) and an ensemble's spread alone
+METHODS = ("matching", "ensemble", "ensemble-spread")
 #: maps scored against ground truth (PD has no common scale between simulation and matching)
 SCORED_MAPS = ("t1h2o", "ff", "b1", "df", "t1fat")
 Z95 = 1.959963984540054

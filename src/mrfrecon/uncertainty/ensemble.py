@@ -34,10 +34,11 @@ import torch
 from ..checkpoint import Checkpoint
 from ..dictionary import Dictionary
 from ..errors import MrfreconError
+from .calibration import Calibration
 from .fisher import CONTRADICTED
 
 __all__ = ["CONTRADICTION_LEVEL", "check_ensemble", "combined_sd", "consistency_residual", "data_consistency",
-           "ensemble_stats"]
+           "ensemble_stats", "network_uncertainty"]
 
 #: flag threshold of the likelihood-ratio statistic: χ²₃'s 99.9 % quantile (measured on simulated
 #: scans in docs/UNCERTAINTY.md: the ground-truth maps themselves exceed it in few voxels)
@@ -206,3 +207,71 @@ def combined_sd(ensemble_sd: np.ndarray, network: np.ndarray, matched: np.ndarra
     d2 = (np.asarray(network, np.float64) - np.asarray(matched, np.float64)) ** 2
     excess = np.maximum(d2 - np.asarray(matched_sd, np.float64) ** 2, 0.0) * np.asarray(contradicted, bool)
     return np.sqrt(np.asarray(ensemble_sd, np.float64) ** 2 + excess).astype(np.float32)
+
+
+def network_uncertainty(series: np.ndarray, foreground: np.ndarray, predictions: Sequence[Mapping[str, np.ndarray]], *,
+                        dictionary: Dictionary | None = None, calibration: Calibration | None = None,
+                        sigma: str | float = "residual", device: str | torch.device | None = None) -> dict[str, np.ndarray]:
+    """The ensemble's maps with one SD per map, and (with a dictionary) the data-consistency check.
+
+    Parameters
+    ----------
+    series
+        complex ``(slices, frames, y, x)``: the scan the members predicted.
+    foreground
+        bool ``(slices, y, x)``.
+    predictions
+        One dict per member: map → ``(slices, y, x)`` (:func:`mrfrecon.inference.predict_scan`).
+    dictionary
+        With one: matching of the foreground, its Cramér–Rao SD, the data-consistency check and
+        the combined SD (:func:`combined_sd`); without: the spread alone.
+    calibration
+        Scales: ``ensemble`` for the combined SD, ``ensemble-spread`` for the spread alone;
+        ``matching`` for matching's SD inside the combination.
+
+    Returns
+    -------
+    dict
+        ``<map>`` (the mean), ``sd_<map>`` and ``flag_<map>`` per predicted map; with a dictionary
+        also ``residual_net``, ``residual_match``, ``dc_statistic`` and ``sigma``. All ``(slices, y, x)``,
+        0 outside the foreground.
+    """
+    from ..matching import match
+    from .matched import scan_match_uncertainty
+
+    fg = np.asarray(foreground, bool)
+    ens = ensemble_stats(predictions)
+    names = [k for k in predictions[0]]
+    out: dict[str, np.ndarray] = {k: ens[k] for k in names}
+    flags = {k: np.zeros(fg.shape, np.uint8) for k in names}
+    sd = {k: ens[f"sd_{k}"] for k in names}
+    method = "ensemble-spread"
+    if dictionary is not None:
+        fp = np.moveaxis(series, 1, -1)[fg]
+        got = match(fp, dictionary)
+        m = {}
+        for k, v in got.items():
+            full = np.zeros(fg.shape, v.dtype)
+            full[fg] = v
+            m[k] = full
+        u = scan_match_uncertainty(series, fg, dictionary, m, sigma=sigma, calibration=calibration, device=device)
+        held = {k: out[k][fg] if k in out else m[k][fg] for k in ("t1h2o", "ff", "b1")}
+        dc = data_consistency(fp, dictionary, held, {k: m[k][fg] for k in held}, u["sigma"][fg], device=device)
+        bad = np.zeros(fg.shape, bool)
+        bad[fg] = dc["flag"] > 0
+        for k in names:
+            if k in m:
+                sd[k] = combined_sd(sd[k], out[k], m[k], u[f"sd_{k}"], bad)
+            flags[k][bad] |= CONTRADICTED
+        for key, v in (("residual_net", dc["residual_net"]), ("residual_match", dc["residual_match"]),
+                       ("dc_statistic", dc["statistic"])):
+            full = np.zeros(fg.shape, np.float32)
+            full[fg] = v
+            out[key] = full
+        out["sigma"] = u["sigma"]
+        method = "ensemble"
+    for k in names:
+        scale = calibration.scale(method, k) if calibration is not None else 1.0
+        out[f"sd_{k}"] = np.where(fg, sd[k] * np.float32(scale), 0.0).astype(np.float32)
+        out[f"flag_{k}"] = flags[k]
+    return out

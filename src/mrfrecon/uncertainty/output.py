@@ -3,7 +3,9 @@
 HDF5: ``sd/<map>`` float32 in the map's unit (ms, fraction, a.u., Hz), ``flags/<map>`` uint8
 (bits: 1 undetermined — the data barely constrain the parameter and the SD is about that of a
 uniform guess over the dictionary's range; 2 contradicted — the measured series contradicts a
-network's maps; 4 not estimated), ``sd/noise`` (the noise SD per frame used, the series' unit).
+network's maps; 4 not estimated), ``sd/noise`` (the noise SD per frame used, the series' unit);
+for a network ensemble with a dictionary also ``consistency/residual_net``, ``consistency/residual_match``
+(relative residuals of the data-consistency fit) and ``consistency/dc_statistic``.
 Outside the foreground every SD is 0, as the maps are. No SD is ever NaN or infinite: where the
 bound would be infinite it is the uniform guess's, flagged.
 
@@ -53,6 +55,8 @@ def sd_datasets(sd: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, str
             out[f"flags/{k[5:]}"] = (a.astype(np.uint8), "bits: 1 undetermined, 2 contradicted, 4 not estimated")
         elif k == "sigma":
             out["sd/noise"] = (a.astype(np.float32), "series units, per frame")
+        elif k in ("residual_net", "residual_match", "dc_statistic"):  # the data-consistency check of a network
+            out[f"consistency/{k}"] = (a.astype(np.float32), "fraction" if k.startswith("residual") else "")
     return out
 
 
