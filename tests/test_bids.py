@@ -198,6 +198,18 @@ def test_export_maps_layout_units_and_dataset_files(world, tmp_path):
     doc = json.loads((deriv / "sub-03/anat/sub-03_FFmap.json").read_text())
     assert doc["Sources"] == ["bids:inputs:sub-03_part-mag_MRF.nii.gz"] and _resolve(deriv, doc["Sources"][0]) == loose.resolve()
     assert not os.path.isabs(json.loads((deriv / "dataset_description.json").read_text())["DatasetLinks"]["inputs"])
+    # other files beside the maps (their SDs) get the same Sources; no extra GeneratedBy entry
+    from mrfrecon.io.nifti import sidecar_sources
+
+    before = json.loads((deriv / "dataset_description.json").read_text())
+    assert sidecar_sources({"Sources": [str(src2)], "X": 1}, deriv, bids=True) == {
+        "Sources": ["bids:raw:sub-02/anat/sub-02_part-mag_MRF.nii.gz"], "X": 1}
+    assert sidecar_sources({"Sources": [str(src2)]}, tmp_path, bids=False) == {"Sources": [src2.resolve().as_uri()]}
+    other = tmp_path / "other" / "sub-04_MRF.nii.gz"
+    other.parent.mkdir()
+    assert sidecar_sources({"Sources": [str(other)]}, deriv, bids=True)["Sources"] == ["bids:inputs2:sub-04_MRF.nii.gz"]
+    after = json.loads((deriv / "dataset_description.json").read_text())
+    assert after["GeneratedBy"] == before["GeneratedBy"] and "inputs2" in after["DatasetLinks"]
     # a DataLad/git-annex file is a symlink into the annex: its URI is its place in the dataset
     annexed = world["raw"] / "sub-02" / "anat" / "sub-02_acq-annex_part-mag_MRF.nii.gz"
     annexed.symlink_to(loose)

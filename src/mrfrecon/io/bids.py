@@ -298,14 +298,15 @@ class DerivativeDataset:
     def save(self, generated_by: Mapping[str, Any] | None = None) -> list[Path]:
         """Write (merge into) ``dataset_description.json`` and ``.bidsignore``, and a README when
         there is none; ``generated_by``: this run's ``GeneratedBy`` entry (``Name`` mrfrecon and
-        ``Version`` when not given). Returns the files written."""
+        ``Version`` when not given; without it, an entry is added only to a dataset that has no
+        mrfrecon entry yet). Returns the files written."""
         run = {"Name": PIPELINE, "Version": __version__, **(generated_by or {})}
         doc = dict(self._doc)
         doc.setdefault("Name", "mrfrecon: water T1, fat fraction and B1 maps from MR fingerprinting")
         doc.setdefault("BIDSVersion", BIDS_VERSION)
         doc["DatasetType"] = "derivative"
         gen = [g for g in doc.get("GeneratedBy", []) if isinstance(g, dict)] if isinstance(doc.get("GeneratedBy"), list) else []
-        if run not in gen:
+        if run not in gen and (generated_by is not None or not _is_ours({**doc, "GeneratedBy": gen})):
             gen.append(run)
         doc["GeneratedBy"] = gen
         srcs = [s for s in doc.get("SourceDatasets", []) if isinstance(s, dict)] if isinstance(doc.get("SourceDatasets"), list) else []

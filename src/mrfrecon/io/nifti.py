@@ -47,7 +47,7 @@ from ..atomic import atomic_path, atomic_write_text
 from ..errors import MrfreconError
 from .bids import OUTPUTS, DerivativeDataset, file_uris, output_path
 
-__all__ = ["BIDS_MAPS", "export_maps", "file_sha256", "planned_outputs", "provenance"]
+__all__ = ["BIDS_MAPS", "export_maps", "file_sha256", "planned_outputs", "provenance", "sidecar_sources"]
 
 #: map → (file name part after the source entities, Units, scale from mrfrecon's unit, description)
 BIDS_MAPS: dict[str, tuple[str, str, float, str]] = {
@@ -104,6 +104,26 @@ def planned_outputs(out_dir: str | os.PathLike[str], stem: str, maps: Sequence[s
         base = out / output_path("dseg", stem, bids=bids)
         paths += [Path(f"{base}.nii.gz"), Path(f"{base}.json"), Path(f"{base}.tsv")]
     return paths
+
+
+def _with_uris(sidecar: Mapping[str, Any] | None, dataset: DerivativeDataset | None) -> dict[str, Any]:
+    side = dict(sidecar or {})
+    if side.get("Sources"):
+        srcs = side["Sources"]
+        side["Sources"] = dataset.source_uris(srcs) if dataset is not None else file_uris(srcs)
+    return side
+
+
+def sidecar_sources(sidecar: Mapping[str, Any] | None, out_dir: str | os.PathLike[str], *, bids: bool = False) -> dict[str, Any]:
+    """``sidecar`` with its ``Sources`` (file paths) written as :func:`export_maps` writes them:
+    BIDS URIs of the derivative dataset ``out_dir`` with ``bids`` (new ``DatasetLinks`` are
+    saved), else ``file:`` URIs. For other NIfTI files beside the maps (e.g. their SDs)."""
+    dataset = DerivativeDataset(out_dir) if bids else None
+    before = dict(dataset.links) if dataset is not None else {}
+    side = _with_uris(sidecar, dataset)
+    if dataset is not None and dataset.links != before:
+        dataset.save()
+    return side
 
 
 def _save_nifti(vol: np.ndarray, affine: np.ndarray, target: Path) -> None:
@@ -167,10 +187,7 @@ def export_maps(maps: Mapping[str, np.ndarray], out_dir: str | os.PathLike[str],
     out = Path(out_dir)
     dataset = DerivativeDataset(out) if bids else None
     output_path("mask", stem, bids=bids)  # a stem that cannot be named fails before any file
-    side = dict(sidecar or {})
-    if "Sources" in side:
-        srcs = side["Sources"]
-        side["Sources"] = dataset.source_uris(srcs) if dataset is not None else file_uris(srcs)
+    side = _with_uris(sidecar, dataset)
     written: list[Path] = []
 
     def write(key: str, vol: np.ndarray, doc: dict[str, Any] | None, ext: str = ".nii.gz") -> None:
