@@ -73,6 +73,19 @@ def test_gram_matrices_equal_the_spoke_by_spoke_columns(wide):
     assert np.abs((x1 - x0) - U[0, 1].numpy()).max() < 0.05 * np.abs(U[0, 1].numpy()).max()
 
 
+def test_gram_table_of_the_grid_equals_the_columns(small):
+    """Matched maps (grid values, as float32) are served from the dictionary's tabulated Gram blocks."""
+    import torch
+
+    g, rng = small.grid, np.random.default_rng(1)
+    t1w, t1f, b1, df = (rng.choice(ax, 50).astype(np.float32) for ax in (g.t1h2o_ms, g.t1fat_ms, g.b1, g.df_hz))
+    U = torch.cat([fisher.component_columns(small, "water", t1w, b1, df), fisher.component_columns(small, "fat", t1f, b1, df)], 1)
+    G0 = (U.conj() @ U.transpose(1, 2)).numpy()
+    G1 = fisher.gram_matrices(small, t1w, t1f, b1, df).numpy()
+    assert any(k.startswith("uncertainty:grams") for k in small._cache)
+    assert np.abs(G1 - G0).max() <= 1e-6 * np.abs(G0).max()
+
+
 def test_undetermined_parameters_get_the_uniform_guess_and_a_flag(small):
     """FF = 0: T1fat does not reach the data; FF = 1: T1H2O does not. Finite SDs, flagged."""
     maps = {"t1h2o": np.array([1000.0, 1000.0, 0.0]), "ff": np.array([0.0, 1.0, 0.0]), "b1": np.array([0.8, 0.8, 0.0]),

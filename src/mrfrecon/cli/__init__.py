@@ -10,6 +10,7 @@ Modules (each command module imports :mod:`.common` only, never another command 
     nets         train, predict, evaluate
     check        check (validate any project file)
     experiments  experiment compare, receptive-field, occlusion
+    uncertainty  uncertainty calibrate (the SD maps against ground truth)
 
 (``core`` rather than ``main``: a submodule named ``main`` would shadow the :func:`main` entry
 point, ``mrfrecon = "mrfrecon.cli:main"``, as an attribute of this package.)
@@ -17,7 +18,7 @@ point, ``mrfrecon = "mrfrecon.cli:main"``, as an attribute of this package.)
 
 from __future__ import annotations
 
-from . import check, core, experiments, nets  # noqa: F401  (each registers its commands on the group)
+from . import check, core, experiments, nets, uncertainty  # noqa: F401  (each registers its commands on the group)
 from .common import cli, progress
 
 __all__ = ["cli", "main", "progress"]

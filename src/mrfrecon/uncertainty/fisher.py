@@ -107,6 +107,14 @@ def _grid_step(axis: np.ndarray, values: np.ndarray) -> np.ndarray:
     return local[nearest]
 
 
+def _nearest(axis: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of the nearest value of a sorted axis for each of ``values``."""
+    v = np.asarray(values, np.float64).reshape(-1)
+    i = np.clip(np.searchsorted(axis, v), 0, axis.size - 1)
+    i0 = np.clip(i - 1, 0, axis.size - 1)
+    return np.where(np.abs(axis[i0] - v) <= np.abs(axis[i] - v), i0, i)
+
+
 def _frame_constant_te(dictionary: Dictionary) -> bool:
     """True when every frame's spokes share one TE (MRF-WF): a frame is then its phasor times the
     mean of its spokes' amplitudes, and the Gram matrix of a voxel does not depend on Δf."""
@@ -171,9 +179,9 @@ def _amplitude_frames(dictionary: Dictionary, species: str, t1_ms: np.ndarray, b
     g = dictionary.grid
     t1_axis = g.t1h2o_ms if species == "water" else g.t1fat_ms
     t1_ms, b1 = np.asarray(t1_ms, np.float64), np.asarray(b1, np.float64)
-    it = np.clip(np.searchsorted(t1_axis, t1_ms), 0, t1_axis.size - 1)
-    ib = np.clip(np.searchsorted(g.b1, b1), 0, g.b1.size - 1)
-    if (t1_axis[it] == t1_ms).all() and (g.b1[ib] == b1).all():
+    it, ib = _nearest(t1_axis, t1_ms), _nearest(g.b1, b1)
+    # matched maps hold grid values rounded to float32: the same atoms
+    if np.allclose(t1_axis[it], t1_ms, rtol=1e-6, atol=0) and np.allclose(g.b1[ib], b1, rtol=1e-6, atol=0):
         key = f"uncertainty:amplitudes:{species}:{device}"
         if key not in dictionary._cache:
             tt, bb = np.meshgrid(t1_axis, g.b1, indexing="ij")
@@ -208,6 +216,18 @@ def gram_matrices(dictionary: Dictionary, t1h2o: np.ndarray, t1fat: np.ndarray, 
     seq = dictionary.sequence
     f, k = seq.frames, seq.spokes_per_frame
     tau = torch.as_tensor(2.0 * math.pi * seq.te_ms.reshape(f, k)[:, 0] * 1e-3, device=dev, dtype=torch.float64)
+    g = dictionary.grid
+    near = [_nearest(ax, v) for ax, v in ((g.t1h2o_ms, t1h2o), (g.t1fat_ms, t1fat), (g.b1, b1))]
+    if all(np.allclose(ax[i], np.asarray(v, np.float64).reshape(-1), rtol=1e-6, atol=0)
+           for ax, v, i in zip((g.t1h2o_ms, g.t1fat_ms, g.b1), (t1h2o, t1fat, b1), near, strict=True)):
+        # matched maps: every atom pair of the grid tabulated once per dictionary, then gathered
+        Gww, Gff, Gwf = _grid_grams(dictionary, tau, dev)
+        iw, jf, ib = (torch.as_tensor(i, device=dev) for i in near)
+        G = torch.empty((iw.numel(), 8, 8), dtype=torch.complex128, device=dev)
+        G[:, :4, :4], G[:, 4:, 4:] = Gww[ib, iw], Gff[ib, jf]
+        cross = Gwf[ib, iw, jf]
+        G[:, :4, 4:], G[:, 4:, :4] = cross, cross.conj().transpose(1, 2)
+        return G
     # each frame has one TE, so a frame is its phasor times the mean of its spokes' amplitudes:
     # amplitudes per distinct (T1, B1), and the shared Δf phase cancels in UᴴU
     amp, which = [], []
@@ -218,20 +238,55 @@ def gram_matrices(dictionary: Dictionary, t1h2o: np.ndarray, t1fat: np.ndarray, 
     return _gram_full(dictionary, amp, which, tau, dev)
 
 
+def _kernels(dictionary: Dictionary, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-frame kernels of the Gram blocks: ``|S_w|²``, ``|S_f|²``, ``conj(S_w)·S_f`` (the species'
+    static phasors at Δf = 0), and the phase ``conj(e_c)·e_d`` (4 × 4) of the columns."""
+    seq = dictionary.sequence
+    f, k = seq.frames, seq.spokes_per_frame
+    zero = torch.zeros(1, dtype=torch.float64, device=device)
+    sw, sf = (species_phasors(seq, zero, sp, t2_ms=t2, fat=dictionary.fat_model)[0].reshape(f, k)[:, 0]
+              for sp, t2 in (("water", dictionary.t2h2o_ms), ("fat", dictionary.t2fat_ms)))
+    # e = (1, 1, 1, i): the ∂/∂Δf column is i·2πTE times the signal (2πTE goes with the amplitudes)
+    e = torch.tensor([1, 1, 1, 1j], dtype=torch.complex128, device=device)
+    return sw.conj() * sw, sf.conj() * sf, sw.conj() * sf, e.conj()[:, None] * e[None, :]
+
+
+def _grid_grams(dictionary: Dictionary, tau: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Gram blocks of every atom pair of the dictionary's grid (cached): water–water
+    ``(nb, ni, 4, 4)``, fat–fat ``(nb, nj, 4, 4)`` and water–fat ``(nb, ni, nj, 4, 4)``, complex128.
+    One real matrix product per B1 value and kernel part (15 × 2 on the clinical grid)."""
+    key = f"uncertainty:grams:{device}"
+    if key in dictionary._cache:
+        return dictionary._cache[key]
+    g = dictionary.grid
+    kw, kf, kx, phase = _kernels(dictionary, device)
+    X = []
+    for sp, axis in (("water", g.t1h2o_ms), ("fat", g.t1fat_ms)):
+        tt, bb = np.meshgrid(axis, g.b1, indexing="ij")
+        A = _amplitude_frames(dictionary, sp, tt.ravel(), bb.ravel(), device)  # (nt·nb, 3, F), T1 major
+        A = A.reshape(axis.size, g.b1.size, 3, -1).transpose(0, 1)  # (nb, nt, 3, F)
+        X.append(torch.cat([A, A[:, :, :1] * tau], 2))  # (nb, nt, 4, F) real
+
+    def own(x: torch.Tensor, kern: torch.Tensor) -> torch.Tensor:
+        return torch.complex((x * kern.real) @ x.transpose(-1, -2), (x * kern.imag) @ x.transpose(-1, -2)) * phase
+
+    nb, ni, nj, nf = X[0].shape[0], X[0].shape[1], X[1].shape[1], X[0].shape[-1]
+    cross = torch.empty((nb, ni, nj, 4, 4), dtype=torch.complex128, device=device)
+    for b in range(nb):
+        xw, xf = X[0][b].reshape(ni * 4, nf), X[1][b].reshape(nj * 4, nf)
+        c = torch.complex((xw * kx.real) @ xf.T, (xw * kx.imag) @ xf.T).reshape(ni, 4, nj, 4)
+        cross[b] = c.permute(0, 2, 1, 3) * phase
+    dictionary._cache[key] = (own(X[0], kw), own(X[1], kf), cross)
+    return dictionary._cache[key]
+
+
 def _gram_full(dictionary: Dictionary, amp: list[torch.Tensor], which: list[torch.Tensor], tau: torch.Tensor,
                device: torch.device) -> torch.Tensor:
     """:func:`gram_matrices` over all frames, one TE per frame. The shared phase exp(i2πΔf·TE)
     cancels in UᴴU, and a column is ``a(t)·S(t)·e(t)`` with real amplitudes ``a``, the species'
     static phasor ``S`` and ``e = 1`` (or ``i2πTE`` for ∂/∂Δf): every block is a real product
     ``Σ_t a_c(t)·a_d(t)·K(t)`` times ``conj(e_c)·e_d``, done as real matrix products."""
-    seq = dictionary.sequence
-    f, k = seq.frames, seq.spokes_per_frame
-    zero = torch.zeros(1, dtype=torch.float64, device=device)
-    stat = [species_phasors(seq, zero, sp, t2_ms=t2, fat=dictionary.fat_model)[0].reshape(f, k)[:, 0]
-            for sp, t2 in (("water", dictionary.t2h2o_ms), ("fat", dictionary.t2fat_ms))]
-    # phase of conj(e_c)·e_d: e = (1, 1, 1, i) (the factor 2πTE is in the amplitudes)
-    e = torch.tensor([1, 1, 1, 1j], dtype=torch.complex128, device=device)
-    phase = e.conj()[:, None] * e[None, :]
+    kw, kf, kern, phase = _kernels(dictionary, device)
     X = [torch.cat([A, A[:, :1] * tau], 1) for A in amp]  # (u, 4, F) real
 
     def block(xa: torch.Tensor, xb: torch.Tensor, kern: torch.Tensor) -> torch.Tensor:
@@ -239,8 +294,7 @@ def _gram_full(dictionary: Dictionary, amp: list[torch.Tensor], which: list[torc
         im = (xa * kern.imag) @ xb.transpose(1, 2)
         return torch.complex(re, im) * phase
 
-    own = [block(x, x, (s.conj() * s)) for x, s in zip(X, stat, strict=True)]  # per distinct (T1, B1)
-    kern = stat[0].conj() * stat[1]
+    own = [block(x, kx, ker) for x, kx, ker in ((X[0], X[0], kw), (X[1], X[1], kf))]  # per distinct (T1, B1)
     m = which[0].numel()
     G = torch.empty((m, 8, 8), dtype=torch.complex128, device=device)
     for a in range(0, m, 4 * _BLOCK):
@@ -279,8 +333,10 @@ def temporal_rank(fingerprints: np.ndarray, *, rel_tol: float = 1e-4, sample: in
         return f
     if n > sample:
         x = x[np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))]
-    sv = np.linalg.svd(x.astype(np.complex128), compute_uv=False)
-    return int((sv > rel_tol * sv[0]).sum()) if sv[0] > 0 else f
+    x = x.astype(np.complex128)
+    # squared singular values: the eigenvalues of the frames' Gram matrix (cheaper than an SVD)
+    ev = np.linalg.eigvalsh(x.conj().T @ x)[::-1]
+    return int((ev > rel_tol**2 * ev[0]).sum()) if ev[0] > 0 else f
 
 
 def noise_from_background(series: np.ndarray, foreground: np.ndarray, *, margin: int = 2, min_voxels: int = 64,
@@ -353,28 +409,26 @@ def pair_residual(fingerprints: np.ndarray, dictionary: Dictionary, maps: Mappin
     g = dictionary.grid
     x = np.asarray(fingerprints)
     n = x.shape[0]
-    near = {}
-    for k, ax in _GRID_AXIS.items():
-        axis, v = getattr(g, ax), np.asarray(maps[k], np.float64).reshape(-1)
-        i = np.clip(np.searchsorted(axis, v), 0, axis.size - 1)
-        i0 = np.clip(i - 1, 0, axis.size - 1)
-        near[k] = np.where(np.abs(axis[i0] - v) <= np.abs(axis[i] - v), i0, i)
+    near = {k: _nearest(getattr(g, ax), maps[k]) for k, ax in _GRID_AXIS.items()}
+    water, fat = (torch.as_tensor(a) for a in (dictionary.water, dictionary.fat))
     out = np.ones(n)
-    for a in range(0, n, chunk):
-        sl = slice(a, a + chunk)
-        s = x[sl].astype(np.complex128)
-        ok = np.isfinite(s).all(-1)
-        s = np.where(ok[:, None], s, 0)
-        w = dictionary.water[near["b1"][sl], near["df"][sl], near["t1h2o"][sl]].astype(np.complex128)
-        f = dictionary.fat[near["b1"][sl], near["df"][sl], near["t1fat"][sl]].astype(np.complex128)
-        A = np.stack([w, f], -1)  # (m, F, 2)
-        G = np.conj(A.transpose(0, 2, 1)) @ A
-        G += 1e-12 * np.trace(G, axis1=1, axis2=2).real[:, None, None] * np.eye(2)  # parallel atoms: no singular solve
-        p = np.einsum("mfa,mf->ma", np.conj(A), s)
-        energy = np.einsum("ma,ma->m", np.conj(p), np.linalg.solve(G, p[..., None])[..., 0]).real
-        norm2 = (np.abs(s) ** 2).sum(-1)
-        rel = np.sqrt(np.clip(1.0 - energy / np.where(norm2 > 0, norm2, 1.0), 0.0, 1.0))
-        out[sl] = np.where(ok & (norm2 > 0), rel, 1.0)
+    with torch.no_grad():
+        for a in range(0, n, chunk):
+            sl = slice(a, a + chunk)
+            s = torch.from_numpy(np.array(x[sl], dtype=np.complex64))  # a copy: the input may be read-only (mmap)
+            ok = torch.isfinite(torch.view_as_real(s)).flatten(1).all(-1)
+            s = torch.where(ok[:, None], s, 0)
+            b, d = torch.as_tensor(near["b1"][sl]), torch.as_tensor(near["df"][sl])
+            A = torch.stack([water[b, d, torch.as_tensor(near["t1h2o"][sl])],
+                             fat[b, d, torch.as_tensor(near["t1fat"][sl])]], 1)  # (m, 2, F)
+            # projections and the 2 × 2 Gram in complex64, the solve in double
+            p = (A.conj() @ s[:, :, None])[..., 0].to(torch.complex128)  # (m, 2)
+            G = (A.conj() @ A.transpose(1, 2)).to(torch.complex128)
+            G = G + 1e-12 * G.diagonal(dim1=1, dim2=2).real.sum(-1)[:, None, None] * torch.eye(2)  # parallel atoms
+            energy = (p.conj() * torch.linalg.solve(G, p[..., None])[..., 0]).sum(-1).real
+            norm2 = s.abs().double().square().sum(-1)
+            rel = torch.sqrt((1.0 - energy / torch.where(norm2 > 0, norm2, 1.0)).clamp(0.0, 1.0))
+            out[sl] = torch.where(ok & (norm2 > 0), rel, 1.0).numpy()
     return out
 
 
