@@ -83,7 +83,7 @@ def test_gram_table_of_the_grid_equals_the_columns(small):
     G0 = (U.conj() @ U.transpose(1, 2)).numpy()
     G1 = fisher.gram_matrices(small, t1w, t1f, b1, df).numpy()
     assert any(k.startswith("uncertainty:grams") for k in small._cache)
-    assert np.abs(G1 - G0).max() <= 1e-6 * np.abs(G0).max()
+    assert np.abs(G1 - G0).max() <= 2e-4 * np.abs(G0).max()  # the table: float32 differences
 
 
 def test_undetermined_parameters_get_the_uniform_guess_and_a_flag(small):
@@ -327,6 +327,10 @@ def test_match_uncertainty_writes_sd_datasets_and_nifti_with_sidecars(scan_and_d
     assert side["Units"] == "s" and "Cramér–Rao" in side["EstimationAlgorithm"] and side["SDCalibration"] == str(cal)
     for name in ("desc-mrfSD_TB1map", "desc-fatSD_T1map"):
         assert (out / f"s000_{name}.nii.gz").is_file() and (out / f"s000_{name}.json").is_file()
+    # the figure of a maps file with SDs: maps, SDs, flags
+    r = _run("figure", out / "s000_maps.h5", "--out", tmp_path / "sd.png")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "sd.png").stat().st_size > 1000
     # the calibration's scale is applied: twice the uncalibrated SD
     r = _run("match", root / "s000.h5", "--dictionary", root / "d.h5", "--out", tmp_path / "raw.h5", "--uncertainty")
     assert r.exit_code == 0, r.output

@@ -68,3 +68,48 @@ def plot_scan(scan: Scan, path: str | os.PathLike[str], *, slice_index: int | No
     fig.suptitle(f"{a.get('subject', '')} {a.get('region', '')} ({a.get('condition', '')}), slice {z}", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path, dpi=90)
+
+
+def plot_uncertainty(maps: dict[str, np.ndarray], sd: dict[str, np.ndarray], foreground: np.ndarray,
+                     path: str | os.PathLike[str], *, slice_index: int | None = None, title: str = "") -> Path:
+    """One slice of maps with their SD maps (:mod:`mrfrecon.uncertainty`): the maps (T1H2O, FF,
+    B1 as present), their SDs in the same units, and where the SD is flagged (undetermined by
+    the data, contradicted by the data, not estimated). Writes a PNG atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [k for k in _SCALES if k in maps and f"sd_{k}" in sd]
+    if not names:
+        from .errors import MrfreconError
+
+        raise MrfreconError("no map with an SD to plot (sd/t1h2o, sd/ff or sd/b1)")
+    z = foreground.shape[0] // 2 if slice_index is None else slice_index
+    fg = np.asarray(foreground[z], bool)
+    flags = [k for k in names if f"flag_{k}" in sd]
+    nrows = 2 + int(bool(flags))
+    fig, axes = plt.subplots(nrows, len(names), figsize=(2.8 * len(names), 2.5 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for c, k in enumerate(names):
+        lo, hi, label = _SCALES[k]
+        im = axes[0, c].imshow(np.where(fg, maps[k][z], np.nan), cmap="viridis", vmin=lo, vmax=hi)
+        axes[0, c].set_title(label, fontsize=8)
+        fig.colorbar(im, ax=axes[0, c], fraction=0.046, pad=0.02)
+        s = np.asarray(sd[f"sd_{k}"][z], np.float64)
+        top = float(np.percentile(s[fg], 99)) if fg.any() else 1.0
+        im = axes[1, c].imshow(np.where(fg, s, np.nan), cmap="magma", vmin=0, vmax=top or 1.0)
+        axes[1, c].set_title(f"SD of {label}", fontsize=8)
+        fig.colorbar(im, ax=axes[1, c], fraction=0.046, pad=0.02)
+        if k in flags:
+            f = np.asarray(sd[f"flag_{k}"][z]).astype(np.uint8)
+            # 0 none, 1 undetermined, 2 contradicted, 3 not estimated (highest bit shown)
+            show = np.select([f & 4 > 0, f & 2 > 0, f & 1 > 0], [3, 2, 1], 0).astype(float)
+            axes[2, c].imshow(np.where(fg, show, np.nan), cmap=matplotlib.colors.ListedColormap(
+                ["#dddddd", "#f0a030", "#d03030", "#303030"]), vmin=-0.5, vmax=3.5, interpolation="nearest")
+            pct = 100.0 * np.mean(f[fg] > 0) if fg.any() else 0.0
+            axes[2, c].set_title(f"flagged {pct:.1f} % (orange: undetermined,\nred: contradicted, black: no estimate)", fontsize=7)
+    fig.suptitle(f"{title} slice {z}".strip(), fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=90)

@@ -450,16 +450,50 @@ def simulate_cmd(preset, out, subjects, seed, workers, overwrite, shard, no_refe
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file to write.")
 @click.option("--slice", "slice_index", type=Num(0, 10**6, integer=True), default=None, help="Slice (default: the middle one).")
 def figure_cmd(scan_path: Path, out: Path, slice_index: int | None) -> None:
-    """Plot one slice of a scan: frames, ground truth, reference maps and their error (PNG)."""
+    """Plot one slice of a scan: frames, ground truth, reference maps and their error (PNG); or of a
+    <stem>_maps.h5 with SD maps (match --uncertainty, an ensemble's predict): the maps, their SDs and flags."""
     check_out(out, kind="file", suffixes=(".png",), inputs=(scan_path,))
     from ..figures import plot_scan
     from ..io.scan import load_scan
 
+    if _is_maps_file(scan_path):
+        from ..figures import plot_uncertainty
+        from ..inference import load_maps
+        from ..uncertainty.output import load_sd
+
+        maps, _ = load_maps(scan_path)
+        sd = load_sd(scan_path)
+        fg = _maps_foreground(scan_path)
+        if slice_index is not None and slice_index >= fg.shape[0]:
+            raise MrfreconError(f"--slice: {slice_index} is out of range: {scan_path} has {fg.shape[0]} slice(s)")
+        plot_uncertainty(maps, sd, fg, out, slice_index=slice_index, title=scan_path.name)
+        click.echo(f"wrote {out}")
+        return
     scan = load_scan(scan_path)
     if slice_index is not None and slice_index >= scan.shape[0]:
         raise MrfreconError(f"--slice: {slice_index} is out of range: {scan_path} has {scan.shape[0]} slice(s) (0 to {scan.shape[0] - 1})")
     plot_scan(scan, out, slice_index=slice_index)
     click.echo(f"wrote {out}")
+
+
+def _is_maps_file(path: Path) -> bool:
+    """An mrfrecon maps file (``<stem>_maps.h5``) rather than a scan."""
+    import h5py
+
+    from ..inference import MAPS_FORMAT
+
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == MAPS_FORMAT
+    except OSError:
+        return False  # load_scan names what is wrong with the file
+
+
+def _maps_foreground(path: Path) -> np.ndarray:
+    from ..io.h5 import open_h5, read_dataset
+
+    with open_h5(path, "maps") as f:
+        return read_dataset(f, "masks/foreground", ndim=3).astype(bool)
 
 
 # --------------------------------------------------------------------------------- demo
