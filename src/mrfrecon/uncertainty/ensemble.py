@@ -97,27 +97,37 @@ def ensemble_stats(predictions: Sequence[Mapping[str, np.ndarray]]) -> dict[str,
     return out
 
 
-def _compressed(dictionary: Dictionary, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Basis (conjugated), water and fat atoms in the dictionary's temporal subspace (cached)."""
+def _compressed(dictionary: Dictionary, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """In the dictionary's temporal subspace (cached): the conjugated basis, the water and fat atoms,
+    their squared norms and the real part of every same-(B1, Δf) water–fat inner product."""
     key = f"uncertainty:compressed:{device}"
     if key not in dictionary._cache:
         basis_conj = torch.as_tensor(dictionary.basis, device=device).conj().resolve_conj()
         w = torch.as_tensor(dictionary.water, device=device) @ basis_conj  # (nb, nd, ni, K)
         f = torch.as_tensor(dictionary.fat, device=device) @ basis_conj  # (nb, nd, nj, K)
-        dictionary._cache[key] = (basis_conj, w, f)
+        ww = (w.real.square() + w.imag.square()).sum(-1)  # (nb, nd, ni)
+        ff = (f.real.square() + f.imag.square()).sum(-1)  # (nb, nd, nj)
+        wf = torch.einsum("bdik,bdjk->bdij", w.conj(), f).real  # (nb, nd, ni, nj)
+        dictionary._cache[key] = (basis_conj, w, f, ww, ff, wf)
     return dictionary._cache[key]
 
 
 def _nearest(axis: np.ndarray, values: np.ndarray) -> np.ndarray:
-    i = np.clip(np.searchsorted(axis, values), 0, axis.size - 1)
+    v = np.asarray(values, np.float64)
+    i = np.clip(np.searchsorted(axis, v), 0, axis.size - 1)
     i0 = np.clip(i - 1, 0, axis.size - 1)
-    return np.where(np.abs(axis[i0] - values) <= np.abs(axis[i] - values), i0, i)
+    return np.where(np.abs(axis[i0] - v) <= np.abs(axis[i] - v), i0, i)
 
 
 def consistency_residual(fingerprints: np.ndarray, dictionary: Dictionary, t1h2o: np.ndarray, ff: np.ndarray,
-                         b1: np.ndarray, *, chunk: int = 2048,
+                         b1: np.ndarray, *, chunk: int = 4096,
                          device: str | torch.device | None = None) -> dict[str, np.ndarray]:
     """Best fit of the data with T1H2O, FF and B1 held: relative residual, Δf and T1fat.
+
+    For the atom ``m = (1 − FF)·w + FF·f`` of every (Δf, T1fat) at the held B1 and T1H2O, the
+    best complex amplitude explains ``|mᴴs|²/‖m‖²`` with ``mᴴs = (1 − FF)·wᴴs + FF·fᴴs`` and
+    ``‖m‖² = (1 − FF)²‖w‖² + FF²‖f‖² + 2FF(1 − FF)·Re(wᴴf)``: the projections are one matrix
+    product per B1 value, the norms come from the dictionary (cached).
 
     Parameters
     ----------
@@ -136,26 +146,28 @@ def consistency_residual(fingerprints: np.ndarray, dictionary: Dictionary, t1h2o
     x = np.asarray(fingerprints)
     n = x.shape[0]
     g = dictionary.grid
-    ib = _nearest(g.b1, np.asarray(b1, np.float64))
-    it = _nearest(g.t1h2o_ms, np.asarray(t1h2o, np.float64))
-    ffv = np.clip(np.asarray(ff, np.float64), 0.0, 1.0)
+    ib = _nearest(g.b1, np.asarray(b1, np.float64).reshape(-1))
+    it = _nearest(g.t1h2o_ms, np.asarray(t1h2o, np.float64).reshape(-1))
+    ffv = np.clip(np.asarray(ff, np.float64).reshape(-1), 0.0, 1.0)
     out = {"residual": np.ones(n, np.float32), "df": np.zeros(n, np.float32), "t1fat": np.zeros(n, np.float32)}
     finite = np.isfinite(x).all(-1)
     norm2 = np.where(finite, (np.abs(np.where(finite[:, None], x, 0)) ** 2).sum(-1), 0.0)
     todo = np.flatnonzero(finite & (norm2 > 0))
-    basis_conj, W, F = _compressed(dictionary, dev)
-    nj = F.shape[2]
+    basis_conj, W, F, WW, FF, WF = _compressed(dictionary, dev)
+    nd, nj = W.shape[1], F.shape[2]
     with torch.no_grad():
-        for a in range(0, todo.size, chunk):
-            sel = todo[a:a + chunk]
-            s = torch.as_tensor(x[sel].astype(np.complex64), device=dev) @ basis_conj  # (m, K)
-            b = torch.as_tensor(ib[sel], device=dev)
-            w = W[b, :, torch.as_tensor(it[sel], device=dev)]  # (m, nd, K)
-            f = F[b]  # (m, nd, nj, K)
-            mix = torch.as_tensor(ffv[sel], device=dev, dtype=torch.float32)[:, None, None, None]
-            atoms = (1 - mix) * w[:, :, None, :] + mix * f  # (m, nd, nj, K)
-            ip = (atoms.conj() * s[:, None, None, :]).sum(-1)
-            e = (ip.real.square() + ip.imag.square()) / (atoms.real.square() + atoms.imag.square()).sum(-1).clamp_min(1e-30)
+        groups = [todo[ib[todo] == b] for b in np.unique(ib[todo])]
+        for sel in (grp[a:a + chunk] for grp in groups for a in range(0, grp.size, chunk)):
+            b = int(ib[sel[0]])
+            s = torch.as_tensor(np.array(x[sel], dtype=np.complex64), device=dev) @ basis_conj  # (m, K)
+            i = torch.as_tensor(it[sel], device=dev)
+            pw = (W[b][:, i].permute(1, 0, 2).conj() * s[:, None, :]).sum(-1)  # (m, nd) wᴴs
+            pf = (s @ F[b].reshape(nd * nj, -1).mH).reshape(-1, nd, nj)  # (m, nd, nj) fᴴs
+            mix = torch.as_tensor(ffv[sel], device=dev, dtype=torch.float32)[:, None, None]
+            ip = (1 - mix) * pw[:, :, None] + mix * pf
+            mm = ((1 - mix) ** 2 * WW[b].T[i][:, :, None] + mix**2 * FF[b][None]
+                  + 2 * mix * (1 - mix) * WF[b].permute(1, 0, 2)[i])  # (m, nd, nj)
+            e = (ip.real.square() + ip.imag.square()) / mm.clamp_min(1e-30)
             best, arg = e.flatten(1).max(-1)
             rel = (1.0 - best.double().cpu().numpy() / norm2[sel]).clip(0.0, 1.0)
             out["residual"][sel] = np.sqrt(rel)
