@@ -196,6 +196,7 @@ def test_data_consistency_equals_matchings_residual_for_matchings_maps(small):
 
 def test_combined_sd():
     spread, net, ref, msd = np.array([1.0, 1.0, 1.0]), np.array([10.0, 10.0, 10.0]), np.array([0.0, 0.0, 9.5]), np.full(3, 6.0)
+    np.testing.assert_allclose(combined_sd(spread, net, ref, msd), [np.sqrt(1 + 100 - 36)] * 2 + [1.0], rtol=1e-6)
     got = combined_sd(spread, net, ref, msd, np.array([True, False, True]))
     np.testing.assert_allclose(got, [np.sqrt(1 + 100 - 36), 1.0, 1.0], rtol=1e-6)
 
@@ -413,7 +414,9 @@ def test_predict_ensemble_writes_the_members_sd(tiny_ensemble, tmp_path):
             assert f[f"consistency/{k}"].shape == fg.shape
         flagged = (f["flags/t1h2o"][...] & 2) > 0
         stat = f["consistency/dc_statistic"][...]
-    np.testing.assert_array_equal(flagged, fg & (stat > 16.27))
+    from mrfrecon.uncertainty.ensemble import CONTRADICTION_LEVEL
+
+    np.testing.assert_array_equal(flagged, fg & (stat > CONTRADICTION_LEVEL))
 
 
 def test_predict_ensemble_bad_input(tiny_ensemble, tmp_path):

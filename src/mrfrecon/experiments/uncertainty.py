@@ -37,7 +37,7 @@ __all__ = ["collect_scan", "run_calibration"]
 
 NET_MAPS = ("t1h2o", "ff", "b1")
 #: SD variants of the networks measured (see :mod:`mrfrecon.uncertainty.ensemble`)
-NET_VARIANTS = ("spread", "combined", "combined-ungated")
+NET_VARIANTS = ("spread", "combined", "combined-gated")
 
 
 def collect_scan(scan: Scan, dictionary: Dictionary, *, members: Sequence[tuple[Checkpoint, Any]] = (),
@@ -88,8 +88,8 @@ def collect_scan(scan: Scan, dictionary: Dictionary, *, members: Sequence[tuple[
                            "net_minus_match": (ens[k] - m[k])[masks[k]], "match_sd": u[f"sd_{k}"][masks[k]],
                            "flag": (flag[masks[k]] & CONTRADICTED) > 0} for k in NET_MAPS}
     q = (0.5, 0.9, 0.95, 0.99, 0.999)
-    out["dc"] = {"network_flagged": float(np.mean(dc["flag"] > 0)), "truth_flagged": float(np.mean(truth_dc["flag"] > 0)),
-                 "voxels": int(fg.sum()), "truth_statistic_quantiles": dict(zip(map(str, q), np.quantile(truth_dc["statistic"], q).tolist())),
+    out["dc"] = {"voxels": int(fg.sum()), "truth_statistic": truth_dc["statistic"], "network_statistic": dc["statistic"],
+                 "truth_statistic_quantiles": dict(zip(map(str, q), np.quantile(truth_dc["statistic"], q).tolist())),
                  "network_statistic_quantiles": dict(zip(map(str, q), np.quantile(dc["statistic"], q).tolist()))}
     out["seconds"].update(predict=t_pred, data_consistency=t_dc / 2)
     return out
@@ -105,7 +105,7 @@ def _net_sd(items: Sequence[dict[str, Any]], name: str, variant: str, match_scal
         return spread
     d = _cat(items, "ensemble", name, "net_minus_match")
     msd = match_scale * _cat(items, "ensemble", name, "match_sd")
-    gate = _cat(items, "ensemble", name, "flag") if variant == "combined" else np.ones(d.size, bool)
+    gate = _cat(items, "ensemble", name, "flag") if variant == "combined-gated" else None
     return combined_sd(spread, d, np.zeros_like(d), msd, gate)
 
 
@@ -198,11 +198,22 @@ def run_calibration(
         scales["ensemble-spread"] = variant_scales["spread"]
     seconds = {split: {key: float(sum(it["seconds"].get(key, 0.0) for it in items[split]))
                        for key in ("match", "match_sd", "predict", "data_consistency")} for split in items}
-    dc = {split: [it["dc"] for it in items[split] if "dc" in it] for split in items}
+    level = None
+    if members:
+        # the flag's threshold: the ground truth's maps exceed it in 1 % of the fit scans' voxels
+        level = float(np.quantile(np.concatenate([it["dc"]["truth_statistic"] for it in items["fit"]]), 0.99))
+    dc = {split: [{"voxels": it["dc"]["voxels"],
+                   "truth_flagged": float(np.mean(it["dc"]["truth_statistic"] > level)),
+                   "network_flagged": float(np.mean(it["dc"]["network_statistic"] > level)),
+                   "truth_statistic_quantiles": it["dc"]["truth_statistic_quantiles"],
+                   "network_statistic_quantiles": it["dc"]["network_statistic_quantiles"]}
+                  for it in items[split] if "dc" in it] for split in items}
     info = {"fitted_on": [str(p) for p in fit_scans], "tested_on": [str(p) for p in test_scans],
             "sigma": sigma if isinstance(sigma, str) else float(sigma), "checkpoints": [str(c) for c in checkpoints],
             "ensemble_sd": "combined" if members else None, "target_coverage": 0.95, "git_hash": git_hash(),
             "test_coverage_after": {m: {k: v["after"]["coverage"] for k, v in t.items()} for m, t in metrics["test"].items()}}
+    if level is not None:
+        info["contradiction_level"] = level
     cal = Calibration(scales, info)
     out.mkdir(parents=True, exist_ok=True)
     cal.save(out / "calibration.json")
@@ -239,7 +250,8 @@ def _report(metrics: dict[str, Any], scales: dict[str, dict[str, float]], varian
     for split, s in seconds.items():
         lines.append(f"| {split} | {s['match']:.2f} | {s['match_sd']:.2f} | {s['predict']:.2f} | {s['data_consistency']:.2f} |")
     if any(dc.values()):
-        lines += ["", "Data consistency: fraction of foreground voxels flagged (network maps; ground-truth maps)", ""]
+        lines += ["", f"Data consistency: fraction of foreground voxels flagged at the level {info.get('contradiction_level', 0):.4g} "
+                  "(network maps; ground-truth maps)", ""]
         for split, rows in dc.items():
             for r in rows:
                 tq = ", ".join(f"{k}: {v:.3g}" for k, v in r["truth_statistic_quantiles"].items())
