@@ -326,3 +326,62 @@ def test_patch_dataset_cuts_per_map_loss_masks_where_given():
         assert torch.equal(m2[0], m1[0])
     with pytest.raises(MrfreconError, match="map masks"):
         PatchDataset([series], [maps], [fg], grid=grid, map_masks=[per_map[:, :1]])
+
+
+def test_augmented_items_are_the_eight_symmetries_of_the_plain_item():
+    rng = np.random.default_rng(5)
+    s = _series(rng)
+    fg = _foreground()
+    maps = rng.uniform(0, 1, (2, 3, 19, 23)).astype(np.float32)
+    grid = PatchGrid((8, 8), margin=3)
+    plain = PatchDataset([s], [maps], [fg], grid=grid)
+    aug = PatchDataset([s], [maps], [fg], grid=grid, augment=True)
+    # the 8 symmetries of the square, written out independently: k quarter turns (counter-clockwise
+    # in (row, column) = np.rot90's sense), then a mirror of the columns for k >= 4
+    def sym(a, k):
+        n = a.shape[-1]
+        i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        out = a
+        for _ in range(k % 4):  # a quarter turn: out[i, j] = a[j, n − 1 − i]
+            out = out[..., j, n - 1 - i]
+        return out[..., ::-1] if k >= 4 else out
+    for i in (0, len(plain) - 1):
+        x0, y0, m0 = (t.numpy() for t in plain[i])
+        seen = set()
+        for k in range(8):
+            x, y, m = (t.numpy() for t in aug[PatchDataset.encode(i, k)])
+            np.testing.assert_array_equal(x, sym(x0, k))
+            np.testing.assert_array_equal(y, sym(y0, k))
+            np.testing.assert_array_equal(m, sym(m0, k))
+            assert x.flags["C_CONTIGUOUS"]
+            seen.add(x.tobytes())
+        assert len(seen) == 8  # eight different patches (the random data have no symmetry)
+    with pytest.raises(MrfreconError, match="square"):
+        PatchDataset([s], [maps], [fg], grid=PatchGrid((8, 6), margin=3), augment=True)
+
+
+@pytest.mark.parametrize("model,opts", [("proposed", {}), ("proposed", {"head_batchnorm": False}),
+                                        ("balsiger2018", {"batchnorm": False}), ("cohen2018", {"activation": "relu"})])
+def test_output_calibration_gives_the_target_mean_and_sd(model, opts):
+    from mrfrecon.training.output_init import calibrate_output, output_layers
+
+    torch.manual_seed(0)
+    net = build(model, frames=4, maps=3, width=0.1, **opts)
+    x = torch.randn(6, 8, 20 + 2 * net.margin, 20 + 2 * net.margin)
+    mask = (torch.rand(6, 1, 20, 20) > 0.3).float()
+    mean, sd = torch.tensor([0.3, 0.2, 0.6]), torch.tensor([0.1, 0.25, 0.05])
+    assert calibrate_output(net, x, mask, mean, sd)
+    net.train()
+    with torch.no_grad():
+        out = net(x)
+    if output_layers(net)[1] is None:  # a linear head: exact over the calibration batch's foreground
+        for c in range(3):
+            v = out[:, c][mask[:, 0].bool()]
+            assert float(v.mean()) == pytest.approx(float(mean[c]), abs=1e-5)
+            assert float(v.std()) == pytest.approx(float(sd[c]), rel=1e-4)
+    else:  # the head's batch norm: exact over the whole batch in training mode
+        for c in range(3):
+            assert float(out[:, c].mean()) == pytest.approx(float(mean[c]), abs=1e-5)
+            assert float(out[:, c].std(unbiased=False)) == pytest.approx(float(sd[c]), rel=1e-3)
+    # DRONE's sigmoid output is not affine in its last layer: left as it is
+    assert not calibrate_output(build("cohen2018", frames=4, maps=3, width=0.1), x[..., :20, :20], mask, mean, sd)

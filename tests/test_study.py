@@ -131,9 +131,11 @@ def test_early_stopping_stops_after_patience_and_the_run_is_reused(tiny_cohort, 
     from mrfrecon.training import train
 
     scores = iter([0.5, 0.4, 0.45, 0.41, 0.42, 0.3, 0.2])  # best at epoch 2, then 3 epochs without a better one
+    calls = {"n": 0}
 
-    def fake_validation(*a, **k):
-        v = next(scores)
+    def fake_validation(*a, **k):  # each evaluation scores the training scans, then the validation scans
+        calls["n"] += 1
+        v = 0.1 if calls["n"] % 2 else next(scores)
         return {"t1h2o": v, "ff": v, "b1": v, "mean": v}
 
     monkeypatch.setattr(loop, "validation_nrmse", fake_validation)
@@ -150,10 +152,12 @@ def test_early_stopping_stops_after_patience_and_the_run_is_reused(tiny_cohort, 
         train("cohen2018", tiny_cohort.root, out, preset="tiny", epochs=7, patience=3, resume=True, show_progress=False)
     # through the experiments: a stopped run counts as finished
     d = tmp_path / "reused"
-    scores = iter([0.5, 0.4, 0.45, 0.41, 0.42])
+    scores, calls["n"] = iter([0.5, 0.4, 0.45, 0.41, 0.42]), 0
     first = train_or_reuse("c", "cohen2018", tiny_cohort, d, preset="tiny", epochs=7, patience=3)
     again = train_or_reuse("c", "cohen2018", tiny_cohort, d, preset="tiny", epochs=7, patience=3)
+    per_epoch = first.steps_done // 5
     assert (first.status, first.epochs_done, first.best_epoch) == ("trained", 5, 2) and again.status == "reused"
+    assert first.best_step == 2 * per_epoch and "stopped on the smoothed validation" in first.convergence
     with pytest.raises(MrfreconError, match="patience"):
         train("cohen2018", tiny_cohort.root, tmp_path / "bad", preset="tiny", patience=-1)
 
@@ -165,7 +169,7 @@ def test_a_diverging_run_stops_cleanly_and_is_not_retried(tiny_cohort, tmp_path,
     from mrfrecon.experiments.runs import train_or_reuse
     from mrfrecon.training import TrainingDiverged, train
 
-    real = loop.masked_mse
+    real = loop.masked_mse_per_map
     calls = {"n": 0}
 
     def nan_in_epoch_2(pred, y, m):
@@ -173,7 +177,7 @@ def test_a_diverging_run_stops_cleanly_and_is_not_retried(tiny_cohort, tmp_path,
         loss = real(pred, y, m)
         return loss * torch.nan if calls["n"] > steps_per_epoch else loss
 
-    monkeypatch.setattr(loop, "masked_mse", nan_in_epoch_2)
+    monkeypatch.setattr(loop, "masked_mse_per_map", nan_in_epoch_2)
     out = tmp_path / "run"
     from mrfrecon.training.data import load_training_data
 
@@ -185,11 +189,12 @@ def test_a_diverging_run_stops_cleanly_and_is_not_retried(tiny_cohort, tmp_path,
     steps_per_epoch = calls["n"]
     assert 0 < steps_per_epoch <= n_patches
     calls["n"] = 0
-    with pytest.raises(TrainingDiverged, match="diverged in epoch 2"):
+    with pytest.raises(TrainingDiverged, match=f"diverged before step {steps_per_epoch + 1}"):
         train("cohen2018", tiny_cohort.root, tmp_path / "div", preset="tiny", epochs=3, show_progress=False)
     from mrfrecon.checkpoint import load_checkpoint
 
-    assert load_checkpoint(tmp_path / "div" / "checkpoint_last.pt").training["epoch"] == 1  # epoch 2 never written
+    # epoch 2 never written
+    assert load_checkpoint(tmp_path / "div" / "checkpoint_last.pt").training["step"] == steps_per_epoch
     calls["n"] = 0
     logs: list[str] = []
     r = train_or_reuse("c", "cohen2018", tiny_cohort, tmp_path / "exp", preset="tiny", epochs=3, log=logs.append)
@@ -198,7 +203,7 @@ def test_a_diverging_run_stops_cleanly_and_is_not_retried(tiny_cohort, tmp_path,
     again = train_or_reuse("c", "cohen2018", tiny_cohort, tmp_path / "exp", preset="tiny", epochs=3, log=logs.append)
     assert again.status == "diverged" and any("not retried" in s for s in logs)
     stored = json.loads((tmp_path / "exp" / "run.json").read_text())
-    assert stored["settings"]["epochs"] == 3
+    assert stored["settings"]["budget"] == {"epochs": 3}
 
 
 def test_the_study_preset_meets_the_issue():
@@ -209,7 +214,7 @@ def test_the_study_preset_meets_the_issue():
     tr, va, te = split_counts(int(c["subjects"]))
     assert tr >= 40 and va >= 10 and te >= 12
     assert c["fov_mm"] / c["matrix"] <= 1.5  # pixel size (mm)
-    assert t["seeds"] >= 3 and t["patience"] >= 1 and t["epochs"] > t["patience"]
+    assert t["seeds"] >= 3 and t["patience"] >= 1 and t["steps"] > t["eval_every"] * t["patience"]
 
 
 # ================================================================================ shipped checkpoints

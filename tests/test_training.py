@@ -166,13 +166,14 @@ def test_two_process_ddp_gloo_writes_a_checkpoint(cohort, tmp_path):
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "2 processes" in r.stdout
-    assert r.stdout.count("epoch 2/2") == 1  # only rank 0 reports (and writes)
+    assert [ln.startswith("step ") for ln in r.stdout.splitlines()].count(True) == 2  # only rank 0 reports (and writes)
     from mrfrecon.checkpoint import load_checkpoint
 
     ck = load_checkpoint(out / "checkpoint_best.pt")
     assert ck.spec["name"] == "proposed" and ck.meta["config"]["world_size"] == 2
     assert len(_log(out / "log.csv")) == 2
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint_best.pt", "checkpoint_last.pt", "log.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint_best.pt", "checkpoint_last.pt", "convergence.json",
+                                                     "learning_curves.png", "log.csv"]
 
 
 def test_bad_input_is_refused_and_nothing_is_overwritten(cohort, tmp_path):

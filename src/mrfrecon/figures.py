@@ -70,6 +70,48 @@ def plot_scan(scan: Scan, path: str | os.PathLike[str], *, slice_index: int | No
     return save_figure(fig, path, dpi=90)
 
 
+def learning_curves(rows: list[dict], maps: list[str] | tuple[str, ...], path: str | os.PathLike[str], *,
+                    title: str = "") -> Path:
+    """A run's learning curves from its ``log.csv`` rows (:func:`mrfrecon.training.train`): per
+    map, the NRMSE on the training scans and on the validation scans against optimizer steps;
+    beside them the training loss (per map and in all, log scale) and the learning rate. Writes
+    a PNG atomically and returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def col(key: str) -> np.ndarray:
+        return np.array([float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows])
+
+    steps = col("step")
+    n = len(maps)
+    fig, axes = plt.subplots(1, n + 2, figsize=(3.2 * (n + 2), 3.0), constrained_layout=True)
+    for ax, m in zip(axes[:n], maps, strict=True):
+        ax.plot(steps, col(f"train_nrmse_{m}"), "-o", ms=2, label="training scans")
+        ax.plot(steps, col(f"val_nrmse_{m}"), "-o", ms=2, label="validation")
+        ax.set_title(f"{m} NRMSE")
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    ax = axes[n]
+    ax.semilogy(steps, col("train_loss"), "k-", label="all maps")
+    for m in maps:
+        ax.semilogy(steps, col(f"train_loss_{m}"), "-", lw=0.8, label=m)
+    ax.set_title("training loss (masked MSE)")
+    ax.set_xlabel("optimizer step")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    ax = axes[n + 1]
+    ax.plot(steps, col("lr"), "-")
+    ax.set_title("learning rate (end of period)")
+    ax.set_xlabel("optimizer step")
+    ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path)
+
+
 def plot_uncertainty(maps: dict[str, np.ndarray], sd: dict[str, np.ndarray], foreground: np.ndarray,
                      path: str | os.PathLike[str], *, slice_index: int | None = None, title: str = "") -> Path:
     """One slice of maps with their SD maps (:mod:`mrfrecon.uncertainty`): the maps (T1H2O, FF,

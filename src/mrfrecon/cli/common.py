@@ -265,3 +265,30 @@ def set_threads(threads: int | None, echo=click.echo) -> int:
     n = auto_threads()
     echo(f"torch threads: auto, chosen per stage from the free cores ({n} now)")
     return n
+
+
+def _option_value(text: str) -> bool | int | float | str:
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_model_options(items: tuple[str, ...]) -> dict[str, bool | int | float | str]:
+    """``("batchnorm=false", "activation=relu")`` → ``{"batchnorm": False, "activation": "relu"}``;
+    the names are checked against the network's options when it is built."""
+    out: dict[str, bool | int | float | str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise MrfreconError(f"--option {item!r}: expected NAME=VALUE, e.g. batchnorm=false")
+        name = name.strip().replace("-", "_")
+        if name in out:
+            raise MrfreconError(f"--option: {name} given twice")
+        out[name] = _option_value(value)
+    return out

@@ -19,7 +19,7 @@ import click
 
 from ..errors import MrfreconError
 from ..presets import PRESETS
-from .common import PROCESSES, SEED, Num, check_out, cli, progress, set_threads
+from .common import PROCESSES, SEED, Num, check_out, cli, parse_model_options, progress, set_threads
 
 _PRESETS = list(PRESETS)
 
@@ -145,4 +145,48 @@ def occlusion_cmd(checkpoint, preset, cohort, out, seed, epochs, subjects, worke
     for j, m in enumerate(res.maps):
         top = res.importance[:, j].argsort()[::-1][:5]
         click.echo(f"{m}: most important frames {', '.join(str(int(t)) for t in top)}")
+    click.echo(f"report: {res.report}")
+
+
+@experiment.command("overfit")
+@click.option("--cohort", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Cohort folder (cohort.json); its first --subjects training subjects are used.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Result folder: report.md, overfit.csv/.md, runs/<network>/ (rerun to resume or reuse).")
+@click.option("--models", default="proposed,cohen2018,fang2018,balsiger2018", show_default=True,
+              help="Comma-separated networks; NAME:VARIANT with --option VARIANT.KEY=VALUE trains a variant.")
+@click.option("--subjects", type=Num(1, 10_000, integer=True), default=4, show_default=True,
+              help="Training subjects to fit.")
+@click.option("--preset", type=click.Choice(_PRESETS), default="study", show_default=True,
+              help="Training scheme (width, batch, schedule, head init, patch).")
+@click.option("--steps", type=Num(1, 10**8, integer=True), default=None, help="Optimizer steps (default: the preset's budget).")
+@click.option("--schedule", default=None, help="Learning-rate schedule (see `mrfrecon train --help`; default: the preset's).")
+@click.option("--lr", type=Num(0.0, 10.0, lo_open=True), default=None, help="Base learning rate (default: the preset's).")
+@click.option("--option", "model_option", multiple=True, metavar="NAME.KEY=VALUE",
+              help="A network option for the run NAME of --models (e.g. proposed:nobn.batchnorm=false).")
+@click.option("--target", type=click.Choice(["reference", "ground-truth"]), default="reference", show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--threads", type=Num(1, 1024, integer=True), default=None, help="Torch CPU threads (default: the free cores).")
+def overfit_cmd(cohort, out, models, subjects, preset, steps, schedule, lr, model_option, target, seed, threads) -> None:
+    """The overfit test: each network trained on a few subjects, then scored on the same subjects; it passes
+    when its T1H2O NRMSE is at most half the constant predictor's (a network that cannot fit its own training
+    scans has a defect in how it trains)."""
+    from ..experiments.overfit import run_overfit
+    set_threads(threads)
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    known = ("proposed", "cohen2018", "fang2018", "balsiger2018")
+    bad = [n for n in names if n.split(":", 1)[0] not in known]
+    if bad or not names:
+        raise MrfreconError(f"--models: unknown network(s) {', '.join(bad) or '(none)'}; known: {', '.join(known)}")
+    opts: dict[str, dict] = {}
+    for item in model_option:
+        run, dot, rest = item.partition(".")
+        if not dot or run not in names:
+            raise MrfreconError(f"--option {item}: expected NAME.KEY=VALUE with NAME one of --models ({', '.join(names)})")
+        opts.setdefault(run, {}).update(parse_model_options([rest]))
+    res = run_overfit(out, cohort=cohort, models=names, subjects=subjects, steps=steps, preset=preset, seed=seed,
+                      target=target, schedule=schedule, lr=lr, model_options=opts, log=click.echo)
+    for n, ok in res.passed.items():
+        click.echo(f"{n}: T1H2O {res.scores[n]['t1h2o']:.4f} vs constant {res.constant['t1h2o']:.4f} — "
+                   f"{'pass' if ok else 'FAIL'}")
     click.echo(f"report: {res.report}")

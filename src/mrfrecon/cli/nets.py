@@ -14,7 +14,7 @@ import click
 
 from ..errors import MrfreconError
 from ..presets import PRESETS
-from .common import SEED, Num, _read_opts, _with, check_out, cli, progress, read_options
+from .common import SEED, Num, _read_opts, _with, check_out, cli, parse_model_options, progress, read_options
 
 _MODELS = ["proposed", "cohen2018", "fang2018", "balsiger2018"]
 
@@ -26,13 +26,32 @@ _MODELS = ["proposed", "cohen2018", "fang2018", "balsiger2018"]
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Run folder: checkpoint_best.pt, checkpoint_last.pt, log.csv.")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="tiny", show_default=True,
-              help="Epochs, batch size, learning rate, width and patch size.")
+              help="Budget, batch size, learning rate and schedule, width, patch size, early stopping.")
 @click.option("--target", type=click.Choice(["reference", "ground-truth"]), default="reference", show_default=True,
               help="Train on the dictionary-matching maps (the paper) or the simulation's ground truth.")
+@click.option("--steps", type=Num(1, 100_000_000, integer=True), default=None,
+              help="The budget in optimizer steps (the cap with --patience; default: the preset's).")
 @click.option("--epochs", type=Num(1, 100_000, integer=True), default=None,
-              help="Override the preset's number of epochs (the cap with --patience).")
+              help="The budget in passes over the training samples instead of --steps.")
+@click.option("--schedule", default=None, metavar="NAME[:K=V,...]",
+              help="Learning-rate schedule: constant (the paper), cosine[:warmup=W,final=F], step[:warmup=W,every=S,decay=D], "
+                   "plateau[:warmup=W,decay=D,patience=P,floor=F] (default: the preset's).")
+@click.option("--eval-every", type=Num(1, 100_000_000, integer=True), default=None,
+              help="Optimizer steps between evaluations, checkpoints and log rows (default: the preset's, else one epoch).")
 @click.option("--patience", type=Num(0, 100_000, integer=True), default=None,
-              help="Early stopping after this many epochs without a better validation NRMSE (0: off; default: the preset's).")
+              help="Early stopping after this many evaluations without a better smoothed validation NRMSE (0: off; "
+                   "default: the preset's).")
+@click.option("--stop-window", type=Num(1, 1000, integer=True), default=None,
+              help="Evaluations in the running median that early stopping watches (1: the raw curve; default: the preset's).")
+@click.option("--min-steps", type=Num(0, 100_000_000, integer=True), default=None,
+              help="Steps every run trains before it may stop early (default: the preset's).")
+@click.option("--augment/--no-augment", default=None,
+              help="Flips and quarter turns of the training patches (default: the preset's).")
+@click.option("--head-init", type=click.Choice(["paper", "target"]), default=None,
+              help="paper: Glorot weights, unit-scale batch norms; target: the output starts at the training targets' "
+                   "mean and SD per map (architecture unchanged; default: the preset's).")
+@click.option("--init", "init", default=None, metavar="CHECKPOINT|shipped:NAME",
+              help="Fine-tune: start from a trained checkpoint's weights and map normalization (same sequence, maps, network).")
 @click.option("--t1h2o-loss-mask", type=click.Choice(["foreground", "evaluation"]), default=None,
               help="Where the T1H2O loss counts: every foreground voxel (the paper) or only where the target FF < 0.65, "
                    "the voxels scored (a deviation; default: the preset's).")
@@ -52,8 +71,9 @@ _MODELS = ["proposed", "cohen2018", "fang2018", "balsiger2018"]
               help="DataLoader worker processes (default: 0 on CPU, half the cores up to 8 on CUDA).")
 @click.option("--half-inputs", is_flag=True,
               help="Hold the normalized series as float16 in memory (half the RAM; paper scale ~32 GB instead of ~64).")
-def train_cmd(model, cohort, out, preset, target, epochs, patience, t1h2o_loss_mask, batch_size, lr, width, patch, receptive_field,
-              model_option, seed, resume, amp, workers, half_inputs) -> None:
+def train_cmd(model, cohort, out, preset, target, steps, epochs, schedule, eval_every, patience, stop_window, min_steps,
+              augment, head_init, init, t1h2o_loss_mask, batch_size, lr, width, patch, receptive_field, model_option, seed, resume, amp,
+              workers, half_inputs) -> None:
     """Train a network on a cohort; keeps the model with the best validation NRMSE."""
     import sys
 
@@ -64,38 +84,12 @@ def train_cmd(model, cohort, out, preset, target, epochs, patience, t1h2o_loss_m
     if options and model != "proposed":
         raise MrfreconError("--receptive-field applies to --model proposed only")
     options.update(parse_model_options(model_option))
-    best = train(model, cohort, out, preset=preset, target=target, seed=seed, epochs=epochs, batch_size=batch_size,
-                 lr=lr, width=width, patch=patch, model_options=options, patience=patience,
-                 t1h2o_loss_mask=t1h2o_loss_mask, resume=resume, amp=amp,
+    best = train(model, cohort, out, preset=preset, target=target, seed=seed, epochs=epochs, steps=steps,
+                 batch_size=batch_size, lr=lr, schedule=schedule, eval_every=eval_every, width=width, patch=patch,
+                 model_options=options, patience=patience, stop_window=stop_window, min_steps=min_steps, augment=augment,
+                 head_init=head_init, init=init, t1h2o_loss_mask=t1h2o_loss_mask, resume=resume, amp=amp,
                  workers=workers, half_inputs=half_inputs, log=click.echo, show_progress=sys.stderr.isatty())
     click.echo(f"best checkpoint: {best}")
-
-
-def _option_value(text: str) -> bool | int | float | str:
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text.strip()
-
-
-def parse_model_options(items: tuple[str, ...]) -> dict[str, bool | int | float | str]:
-    """``("batchnorm=false", "activation=relu")`` → ``{"batchnorm": False, "activation": "relu"}``;
-    the names are checked against the network's options when it is built."""
-    out: dict[str, bool | int | float | str] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise MrfreconError(f"--option {item!r}: expected NAME=VALUE, e.g. batchnorm=false")
-        name = name.strip().replace("-", "_")
-        if name in out:
-            raise MrfreconError(f"--option: {name} given twice")
-        out[name] = _option_value(value)
-    return out
 
 
 @cli.command("predict")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["masked_mse"]
+__all__ = ["masked_mse", "masked_mse_per_map"]
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -22,3 +22,12 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     if diff.shape != pred.shape:
         raise ValueError(f"mask {tuple(mask.shape)} does not broadcast to the prediction {tuple(pred.shape)}")
     return torch.mean(diff * diff)
+
+
+def masked_mse_per_map(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """:func:`masked_mse` of each map apart: (M,) means over (batch, h, w). Their mean is
+    :func:`masked_mse` (every map has as many elements)."""
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    diff = pred * mask - target * mask
+    return (diff * diff).mean(dim=(0, 2, 3))

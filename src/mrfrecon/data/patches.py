@@ -88,6 +88,14 @@ def _paste_window(out: np.ndarray, a: np.ndarray, y0: int, x0: int) -> None:
         out[..., ya - y0 : yb - y0, xa - x0 : xb - x0] = a[..., ya:yb, xa:xb]
 
 
+def _symmetry(a: np.ndarray, k: int) -> np.ndarray:
+    """Symmetry ``k`` of the square (see :class:`PatchDataset`) on the last two axes, contiguous."""
+    a = np.rot90(a, k % 4, axes=(-2, -1))
+    if k >= 4:
+        a = a[..., ::-1]
+    return np.ascontiguousarray(a)
+
+
 def crop_padded(a: np.ndarray, y0: int, x0: int, height: int, width: int) -> np.ndarray:
     """``a[..., y0:y0+height, x0:x0+width]`` of an array (..., Y, X), with zeros wherever the
     window leaves the array (``y0``/``x0`` may be negative). Copies only the window."""
@@ -162,6 +170,13 @@ class PatchDataset(Dataset):
         the target FF < 0.65); the items' mask is then (M, out_h, out_w). Patches are still
         chosen by ``foregrounds``.
 
+    augment
+        Item ``8·i + k`` is sample ``i`` under the ``k``-th of the 8 symmetries of the square
+        (``k % 4`` quarter turns, then a left–right flip when ``k ≥ 4``), applied alike to the
+        input, target and mask (flips and quarter turns, as Fang et al.'s public code augments;
+        a radial acquisition's streaks and the anatomy have no preferred in-plane direction).
+        :meth:`encode` builds such an item number. Without it, items are ``0 … len − 1``.
+
     Each item is a tuple of float32 tensors: input (2T, in_h, in_w), target (M, out_h, out_w)
     and foreground mask (1, out_h, out_w) (or the per-map masks), where in = out + 2·margin.
 
@@ -178,6 +193,7 @@ class PatchDataset(Dataset):
         index: PatchIndex | None = None,
         grid: PatchGrid | None = None,
         map_masks: Sequence[np.ndarray] | None = None,
+        augment: bool = False,
     ) -> None:
         if not (len(series) == len(maps) == len(foregrounds)) or not series:
             raise MrfreconError(f"{len(series)} series, {len(maps)} map sets, {len(foregrounds)} foregrounds")
@@ -209,11 +225,22 @@ class PatchDataset(Dataset):
                     raise MrfreconError(f"scan {k}: map masks {a.shape} and maps {m.shape} do not match")
         self.index = index
         self.grid = index.grid
+        self.augment = bool(augment)
+        if self.augment and self.grid.out[0] != self.grid.out[1]:
+            raise MrfreconError(f"augmentation by quarter turns needs square patches, got {self.grid.out}")
+
+    @staticmethod
+    def encode(i: int, k: int) -> int:
+        """The item number of sample ``i`` under symmetry ``k`` (0 … 7) of an augmenting dataset."""
+        return 8 * int(i) + int(k)
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        k = 0
+        if self.augment:
+            i, k = divmod(int(i), 8)
         s, z, y0, x0 = self.index[i]
         (oh, ow), m = self.grid.out, self.grid.margin
         src = self.series[s][z]
@@ -229,6 +256,8 @@ class PatchDataset(Dataset):
         target = crop_padded(self.maps[s][z], y0, x0, oh, ow)
         masks = self.foregrounds[s][z][None] if self.map_masks is None else self.map_masks[s][z]
         mask = crop_padded(masks, y0, x0, oh, ow)
+        if k:
+            x, target, mask = (_symmetry(a, k) for a in (x, target, mask))
         return (
             torch.from_numpy(x),
             torch.from_numpy(target),

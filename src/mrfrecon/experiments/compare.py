@@ -444,12 +444,19 @@ def run_compare(
     tables: dict[str, str] = {}
     wil_rows = []
     n_methods = 1
+    # a network whose runs did not all meet the convergence criterion is marked in every table
+    unconverged = {(r.target, r.model) for r in runs if r.ok and not r.converged}
+    if unconverged:
+        rep.text("**† not converged:** at least one training run of the network marked † did not meet the stated "
+                 "criterion (training loss flat over the last 10 % of its steps, and the learning rate decayed or "
+                 "early stopping on the smoothed validation ended it; `convergence.json` of each run): its numbers "
+                 "are those of an unfinished training, not of its design.")
     for spec in specs:
         groups: dict[str, list[EvaluationResult]] = {}
         for m in models:
             evs = [evaluations[k] for k in sorted(evaluations) if k[0] == spec.trained_on and k[1] == m and k[3] == spec.against]
             if evs:
-                groups[METHOD_NAMES[m]] = evs
+                groups[METHOD_NAMES[m] + (" †" if (spec.trained_on, m) in unconverged else "")] = evs
         for t, b in spec.baselines():
             if (t, b, -1, spec.against) in evaluations:
                 groups[BASELINE_NAMES[b]] = [evaluations[(t, b, -1, spec.against)]]
@@ -522,13 +529,23 @@ def run_compare(
                           f"({tgt_name.lower()} − reconstruction); T1H2O errors shown where FF < 0.65.")
 
     trows = [{"run": r.name, "method": METHOD_NAMES[r.model], "trained on": r.target, "seed": r.seed,
-              "parameters": f"{r.parameters:,}", "status": r.status, "epochs trained": r.epochs_done,
-              "best epoch": r.best_epoch, "training s (all sessions)": f"{r.seconds_total:.0f}",
+              "parameters": f"{r.parameters:,}", "status": r.status, "steps trained": r.steps_done,
+              "best step": r.best_step, "converged": ("yes" if r.converged else "NO") if r.ok else "-",
+              "why": r.convergence if r.ok else r.message, "training s (all sessions)": f"{r.seconds_total:.0f}",
               "val NRMSE": fmt(r.val_nrmse), "checkpoint": rep.rel(r.checkpoint) if r.ok else "-"} for r in runs]
     rep.text("## Training runs\n\nEach network kept at its best validation NRMSE (mean over maps and validation "
-             "scans); training stops after the preset's patience without a new best (or at the epoch cap); `reused` "
-             "runs were found in this folder with the same settings and not trained again.")
+             "scans); every network gets the same budget of optimizer steps and schedule, and stops early when the "
+             "running median of its validation score has not improved for the preset's patience; `reused` "
+             "runs were found in this folder with the same settings and not trained again. *converged*: the stated "
+             "criterion (mrfrecon.training.stopping.assess_convergence).")
     rep.table("training", trows, list(trows[0]))
+    rep.text("### Learning curves\n\nPer run: each map's NRMSE on up to four training scans and on the validation "
+             "scans against optimizer steps, the training loss per map, and the learning rate.")
+    for r in runs:
+        curves = r.path / "learning_curves.png"
+        if r.ok and curves.is_file():
+            rep.figure(curves, f"{r.name}: learning curves ({'converged' if r.converged else 'NOT converged'}: "
+                               f"{r.convergence})")
     for s_ in extra_sections:
         rep.text(s_)
     rs = next(r for r in runs if r.ok).settings

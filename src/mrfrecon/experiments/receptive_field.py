@@ -258,7 +258,7 @@ def run_receptive_field(
     rep.link(fp, "per-scan NRMSE")
     rep.text("")
     runrows = [{"receptive field": f"{f}×{f}", "parameters": f"{r.parameters:,}", "status": r.status,
-                "training s": f"{r.seconds:.0f}", "best epoch": r.best_epoch, "val NRMSE": fmt(r.val_nrmse),
+                "training s": f"{r.seconds:.0f}", "best step": r.best_step, "converged": "yes" if r.converged else "NO", "val NRMSE": fmt(r.val_nrmse),
                 "checkpoint": rep.rel(r.checkpoint)} for f, r in zip(fields, runs, strict=True)]
     rep.text("## Training runs\n\nParameter counts differ between fields (the paper's footnote 3: not compensated).")
     rep.table("training", runrows, list(runrows[0]))

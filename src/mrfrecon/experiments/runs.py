@@ -5,7 +5,7 @@ A run is one network trained once (:func:`mrfrecon.training.train`) into its own
     runs/<target>/<model>/seed-<s>/   checkpoint_best.pt, checkpoint_last.pt, log.csv, run.json, train.log
 
 Runs are reused: a folder whose checkpoint was trained with the same settings (model, options,
-target, seed, epoch cap, patience, batch, learning rate, width, patch) on the same cohort split
+target, seed, budget, schedule, early stopping, batch, learning rate, width, patch, augmentation) on the same cohort split
 is not trained again; an interrupted one is resumed (bit-exact on the CPU); one with other
 settings is replaced (its files are deleted first, with a log line). A run whose loss or
 validation NRMSE became NaN is marked ``diverged`` (file ``diverged.txt``), reported, and kept
@@ -32,31 +32,29 @@ from .common import MAPS, Log, _quiet
 __all__ = ["RunInfo", "RunSpec", "batchnorm_options", "canonical_options", "run_settings", "train_or_reuse",
            "train_runs"]
 
-_SETTING_KEYS = ("model", "target", "maps", "seed", "epochs", "patience", "batch_size", "lr", "width", "patch",
-                 "validate_every", "model_options", "t1h2o_loss_mask")
+_SETTING_KEYS = ("model", "target", "maps", "seed", "budget", "batch_size", "lr", "width", "patch", "eval_every",
+                 "validate_every", "schedule", "stopping", "augment", "head_init", "model_options",
+                 "t1h2o_loss_mask")
 DIVERGED = "diverged.txt"
 #: Relative training cost per epoch (measured at the study preset, one thread): the order in which
 #: :func:`train_runs` starts runs, longest first, so that the last ones to finish are short.
 _COST = {"proposed": 10.0, "fang2018": 6.0, "balsiger2018": 2.0, "cohen2018": 1.0}
 
 
-def run_settings(model: str, preset: str, *, target: str, seed: int, epochs: int | None = None, width: float | None = None,
-                 patch: int | None = None, batch_size: int | None = None, model_options: Mapping[str, Any] | None = None,
+def run_settings(model: str, preset: str, *, target: str, seed: int, epochs: int | None = None,
+                 steps: int | None = None, width: float | None = None, patch: int | None = None,
+                 batch_size: int | None = None, model_options: Mapping[str, Any] | None = None,
                  maps: Sequence[str] = MAPS, patience: int | None = None) -> dict[str, Any]:
     """The training settings of a run as stored in a checkpoint's ``config`` (the preset's
-    values unless overridden), for comparison with an existing run."""
-    from ..presets import load_preset
-    from ..training.loop import DEFAULT_T1H2O_LOSS_MASK
+    values unless overridden; :func:`mrfrecon.training.loop._resolve_config` decides them), for
+    comparison with an existing run: the keys of :data:`_SETTING_KEYS`."""
+    from ..training.loop import _resolve_config
 
-    p = load_preset(preset)["training"]
-    return {"model": model, "target": target, "maps": list(maps), "seed": int(seed),
-            "epochs": int(p["epochs"] if epochs is None else epochs),
-            "patience": int(p.get("patience", 0) if patience is None else patience),
-            "batch_size": int(p["batch_size"] if batch_size is None else batch_size),
-            "lr": float(p["learning_rate"]), "width": float(p["width"] if width is None else width),
-            "patch": int(p["patch"] if patch is None else patch), "validate_every": int(p.get("validate_every", 1)),
-            "model_options": canonical_options(model, model_options or {}),
-            "t1h2o_loss_mask": str(p.get("t1h2o_loss_mask", DEFAULT_T1H2O_LOSS_MASK))}
+    cfg = _resolve_config(model, preset, target, tuple(maps), seed, epochs, batch_size, None, width, patch,
+                          dict(model_options or {}), patience, steps=steps)
+    out = {k: cfg[k] for k in _SETTING_KEYS}
+    out["model_options"] = canonical_options(model, model_options or {})
+    return out
 
 
 def canonical_options(model: str, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,9 +105,13 @@ class RunInfo:
     parameters: int
     settings: dict[str, Any]
     seed: int = 0
-    epochs_done: int = 0
-    seconds_total: float = 0.0  # all epochs of the run, this session or earlier (from log.csv)
+    epochs_done: int = 0  # evaluations logged (one per evaluation period)
+    seconds_total: float = 0.0  # all periods of the run, this session or earlier (from log.csv)
     message: str = ""
+    best_step: int = 0  # optimizer step of the kept (best-validation) model
+    steps_done: int = 0  # optimizer steps trained
+    converged: bool = False  # the stated criterion (convergence.json)
+    convergence: str = ""  # its reasons in words
 
     @property
     def ok(self) -> bool:
@@ -155,6 +157,7 @@ def train_or_reuse(
     target: str = "reference",
     seed: int = 0,
     epochs: int | None = None,
+    steps: int | None = None,
     width: float | None = None,
     patch: int | None = None,
     batch_size: int | None = None,
@@ -172,7 +175,7 @@ def train_or_reuse(
     from ..training.loop import DEFAULT_T1H2O_LOSS_MASK
 
     run_dir = Path(run_dir)
-    want = run_settings(model, preset, target=target, seed=seed, epochs=epochs, width=width, patch=patch,
+    want = run_settings(model, preset, target=target, seed=seed, epochs=epochs, steps=steps, width=width, patch=patch,
                         batch_size=batch_size, model_options=model_options, patience=patience)
     ident = _jsonable(_cohort_identity(index))
     best, last, logf, meta, bad = run_dir / BEST, run_dir / LAST, run_dir / LOG, run_dir / "run.json", run_dir / DIVERGED
@@ -185,31 +188,36 @@ def train_or_reuse(
         return RunInfo(name, model, target, run_dir, best, "diverged", 0.0, 0, float("nan"), 0, want, seed, 0, 0.0, msg)
     if best.exists() or last.exists() or bad.exists():
         why: list[str] = []
-        done_epochs, stopped = None, False
+        done_steps, total_steps, stopped = None, None, False
         if stored.get("cohort") != ident:
             why.append("cohort split or simulation settings")
         cfg: dict[str, Any] = {}
         if best.exists() or last.exists():
             src = load_checkpoint(last if last.exists() else best)
             cfg = (src.training or {}).get("config") or src.meta.get("config", {})
-            if src.training is not None:
-                done_epochs = int(src.training["epoch"])
+            if src.training is not None and "step" in src.training:
+                done_steps = int(src.training["step"])
                 stopped = bool(src.training.get("stopped"))
-        cfg.setdefault("patience", 0)
+            total_steps = cfg.get("steps")
         cfg.setdefault("t1h2o_loss_mask", DEFAULT_T1H2O_LOSS_MASK)  # runs from before the option
         cfg["model_options"] = canonical_options(model, cfg.get("model_options") or {})
-        diff = [k for k in _SETTING_KEYS if k != "epochs" and _jsonable(cfg.get(k)) != _jsonable(want[k])]
+        diff = [k for k in _SETTING_KEYS if _jsonable(cfg.get(k)) != _jsonable(want[k])]
         why += [f"{k} {cfg.get(k)!r} → {want[k]!r}" for k in diff]
         if bad.exists():
             why.append("an earlier run with other settings diverged")
-        if not why and not stopped and done_epochs is not None and done_epochs < want["epochs"]:
+        # a longer budget of a schedule that does not depend on it continues the run
+        longer = (diff == ["budget"] and not bad.exists() and stored.get("cohort") == ident and not stopped
+                  and done_steps is not None and _budget_grows(cfg, want))
+        if longer:
+            why = []
+        if not why and not stopped and done_steps is not None and total_steps is not None and \
+                (done_steps < total_steps or longer):
             status = "resumed"
-        elif not why and best.exists() and int(cfg.get("epochs", -1)) == want["epochs"] and \
-                (done_epochs is None or done_epochs == want["epochs"] or stopped):
+        elif not why and best.exists() and (stopped or (done_steps is not None and done_steps == total_steps)):
             status = "reused"
         else:
             if not why:
-                why.append(f"epochs {cfg.get('epochs')!r} → {want['epochs']!r}")
+                why.append("an unfinished run without its training state")
             log(f"{name}: settings changed ({'; '.join(why)}): training again in {run_dir}")
             for f in (best, last, logf, meta, bad):
                 f.unlink(missing_ok=True)
@@ -220,10 +228,11 @@ def train_or_reuse(
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(meta, json.dumps({"name": name, "settings": want, "cohort": ident, "preset": preset}, indent=1))
         try:
-            train(model, index.root, run_dir, preset=preset, target=target, seed=seed, epochs=want["epochs"],
-                  batch_size=want["batch_size"], width=want["width"], patch=want["patch"], patience=want["patience"],
-                  model_options=dict(want["model_options"]), resume=status == "resumed", log=log,
-                  show_progress=show_progress)
+            budget = want["budget"]
+            train(model, index.root, run_dir, preset=preset, target=target, seed=seed, epochs=budget.get("epochs"),
+                  steps=budget.get("steps"), batch_size=want["batch_size"], width=want["width"], patch=want["patch"],
+                  patience=want["stopping"]["patience"], model_options=dict(want["model_options"]),
+                  resume=status == "resumed", log=log, show_progress=show_progress)
         except TrainingDiverged as e:
             atomic_write_text(bad, str(e) + "\n")
             log(f"{name}: DIVERGED — {e}")
@@ -235,8 +244,34 @@ def train_or_reuse(
     ck = load_checkpoint(best)
     rows = _log_rows(run_dir)
     total = sum(float(r.get("seconds") or 0) for r in rows)
+    conv = _convergence(run_dir)
     return RunInfo(name, model, target, run_dir, best, status, seconds, ck.epoch, ck.val_nrmse,
-                   count_parameters(ck.build_model()), want, seed, len(rows), total)
+                   count_parameters(ck.build_model()), want, seed, len(rows), total,
+                   best_step=int(ck.meta.get("step", 0)), steps_done=int(rows[-1]["step"]) if rows else 0,
+                   converged=bool(conv.get("converged")), convergence=str(conv.get("reason", "no verdict (older run)")))
+
+
+def _budget_grows(cfg: Mapping[str, Any], want: Mapping[str, Any]) -> bool:
+    """Whether ``want``'s budget extends the stored run's (same unit, more of it) under a schedule
+    whose rate does not depend on the budget (not cosine)."""
+    from ..training.schedule import parse_schedule
+
+    old, new = cfg.get("budget") or {}, want["budget"]
+    if set(old) != set(new) or parse_schedule(want["schedule"]).name == "cosine":
+        return False
+    key = next(iter(new))
+    return int(new[key]) > int(old[key])
+
+
+def _convergence(run_dir: Path) -> dict[str, Any]:
+    """The run's ``convergence.json`` (:func:`mrfrecon.training.stopping.assess_convergence`), or {}."""
+    from ..training.loop import CONVERGENCE
+
+    f = run_dir / CONVERGENCE
+    try:
+        return json.loads(f.read_text()) if f.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 # ============================================================================ several runs
@@ -306,6 +341,7 @@ def train_runs(
     jobs: int = 1,
     threads: int = 1,
     epochs: int | None = None,
+    steps: int | None = None,
     width: float | None = None,
     patch: int | None = None,
     patience: int | None = None,
@@ -330,8 +366,12 @@ def train_runs(
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"run names must be distinct: {names}")
-    kw = {"preset": preset, "epochs": epochs, "width": width, "patch": patch, "patience": patience}
-    cap = run_settings("cohen2018", preset, target="reference", seed=0, epochs=epochs)["epochs"]
+    kw = {"preset": preset, "epochs": epochs, "steps": steps, "width": width, "patch": patch, "patience": patience}
+    want = run_settings("cohen2018", preset, target="reference", seed=0, epochs=epochs, steps=steps)
+    budget = want["budget"]
+    # evaluations per run at the budget (the ETA's cap); the preset's epochs when the budget is in epochs
+    cap = -(-budget["steps"] // want["eval_every"]) if "steps" in budget and want["eval_every"] else \
+        int(budget.get("epochs", 1)) // max(1, want["validate_every"])
     # targets in the order given (the first target's table is complete first), longest runs first within one
     targets = list(dict.fromkeys(s.target for s in specs))
     order = sorted(specs, key=lambda s: (targets.index(s.target), -_COST.get(s.model, 1.0)))
@@ -343,8 +383,9 @@ def train_runs(
         done[info.name] = info
         eta = estimate_remaining(specs, done, cap, jobs)
         log(f"[{len(done)}/{len(specs)}] {info.name}: {info.status}"
-            + (f", best epoch {info.best_epoch}/{info.epochs_done} (val NRMSE {info.val_nrmse:.4f}), "
-               f"{info.seconds:.0f} s" if info.ok else f" — {info.message}")
+            + (f", best at step {info.best_step}/{info.steps_done} (val NRMSE {info.val_nrmse:.4f}), "
+               f"{'converged' if info.converged else 'NOT converged'}, {info.seconds:.0f} s" if info.ok
+               else f" — {info.message}")
             + f"; elapsed {_hms(time.perf_counter() - t0)}" + (f", ETA {_hms(eta)}" if eta is not None else ""))
         cb(len(done))
 
@@ -366,7 +407,7 @@ def train_runs(
                         last_report = time.perf_counter()
                         running = [s for s in order if s.name not in done and _log_rows(s.run_dir)]
                         eta = estimate_remaining(specs, done, cap, jobs)
-                        state = ", ".join(f"{s.name} epoch {len(_log_rows(s.run_dir))}" for s in running[:jobs])
+                        state = ", ".join(f"{s.name} evaluation {len(_log_rows(s.run_dir))}" for s in running[:jobs])
                         log(f"[{len(done)}/{len(specs)} runs done] running: {state or '-'}; elapsed "
                             f"{_hms(time.perf_counter() - t0)}" + (f", ETA {_hms(eta)}" if eta is not None else ""))
     return [done[s.name] for s in specs]
