@@ -23,7 +23,7 @@ from ..dictionary import Dictionary
 from ..errors import MrfreconError
 from ..matching import match
 from .calibration import Calibration
-from .fisher import SD_MAPS, crb_sd, noise_from_background, noise_from_residual, pair_residual, pool_noise, temporal_rank
+from .fisher import crb_sd, noise_from_background, noise_from_residual, pair_residual, pool_noise, temporal_rank
 
 __all__ = ["SIGMA_METHODS", "match_uncertainty", "match_with_uncertainty", "parse_sigma", "scan_match_uncertainty"]
 
