@@ -326,6 +326,7 @@ def test_match_uncertainty_writes_sd_datasets_and_nifti_with_sidecars(scan_and_d
     np.testing.assert_allclose(ffsd.transpose(2, 1, 0), sd["sd_ff"] * 100.0, rtol=1e-5)
     side = json.loads((out / "s000_desc-waterSD_T1map.json").read_text())
     assert side["Units"] == "s" and "Cramér–Rao" in side["EstimationAlgorithm"] and side["SDCalibration"] == str(cal)
+    assert side["Sources"] == json.loads((out / "s000_desc-water_T1map.json").read_text())["Sources"]
     for name in ("desc-mrfSD_TB1map", "desc-fatSD_T1map"):
         assert (out / f"s000_{name}.nii.gz").is_file() and (out / f"s000_{name}.json").is_file()
     # the figure of a maps file with SDs: maps, SDs, flags

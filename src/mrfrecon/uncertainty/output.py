@@ -104,12 +104,13 @@ def export_sd_maps(sd: Mapping[str, np.ndarray], out_dir: str | os.PathLike[str]
     list of Path
         The files written.
     """
-    from ..io.nifti import BIDS_MAPS, _save_nifti, _xyz
+    from ..io.nifti import BIDS_MAPS, _save_nifti, _xyz, sidecar_sources
 
     aff = np.asarray(affine, dtype=np.float64)
     if aff.shape != (4, 4):
         raise MrfreconError(f"affine: expected 4 × 4, got {aff.shape}")
     written: list[Path] = []
+    base_side = sidecar_sources(sidecar, out_dir, bids=bids)  # Sources as URIs, as the maps' sidecars have them
     for k in NIFTI_SD_MAPS:
         if f"sd_{k}" not in sd:
             continue
@@ -120,7 +121,7 @@ def export_sd_maps(sd: Mapping[str, np.ndarray], out_dir: str | os.PathLike[str]
         base = Path(out_dir) / sd_name(k, stem, bids=bids)
         base.parent.mkdir(parents=True, exist_ok=True)
         _save_nifti(_xyz(v * np.float32(scale)), aff, Path(f"{base}.nii.gz"))
-        side = dict(sidecar or {})
+        side = dict(base_side)
         doc = {"Units": units, "Description": f"Standard deviation (uncertainty) of: {desc}; {method}",
                "SkullStripped": False, "mrfrecon_map": f"sd_{k}", "mrfrecon_scale": scale, **side,
                "EstimationAlgorithm": method, "MapEstimationAlgorithm": side.get("EstimationAlgorithm")}
