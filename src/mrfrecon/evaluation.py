@@ -139,7 +139,10 @@ def evaluate(
         ref = scan.reference if against == "reference" else scan.maps
         missing = [m for m in maps if m not in ref]
         if missing:
-            raise MrfreconError(f"{p}: no {against} map(s) {', '.join(missing)} to evaluate against")
+            real = against == "ground-truth" and not scan.maps and (scan.attrs.get("cohort_kind") == "scans"
+                                                                     or "import" in scan.attrs)
+            why = " (an imported real scan: only a simulation has a ground truth; use --against reference)" if real else ""
+            raise MrfreconError(f"{p}: no {against} map(s) {', '.join(missing)} to evaluate against{why}")
         pred = preds[name]
         for m in maps:
             if m not in pred:

@@ -7,6 +7,7 @@ Modules (each command module imports :mod:`.common` only, never another command 
 
     common       the ``cli`` group, one-line errors, progress, torch threads
     core         sequence, dictionary, match, simulate, figure, demo
+    cohort       cohort create (a cohort from your own scans)
     nets         train, predict, evaluate
     check        check (validate any project file)
     experiments  experiment compare, receptive-field, occlusion
@@ -18,7 +19,7 @@ point, ``mrfrecon = "mrfrecon.cli:main"``, as an attribute of this package.)
 
 from __future__ import annotations
 
-from . import check, core, experiments, nets, uncertainty  # noqa: F401  (each registers its commands on the group)
+from . import check, cohort, core, experiments, nets, uncertainty  # noqa: F401  (each registers its commands on the group)
 from .common import cli, progress
 
 __all__ = ["cli", "main", "progress"]

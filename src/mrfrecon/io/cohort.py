@@ -54,7 +54,7 @@ class CohortIndex:
         if not root.is_dir():
             raise MrfreconError(f"{root}: no such cohort folder")
         if not p.exists():
-            raise MrfreconError(f"{p}: missing (not a cohort folder: run `mrfrecon simulate` to make one)")
+            raise MrfreconError(f"{p}: missing (not a cohort folder: make one with `mrfrecon simulate` or `mrfrecon cohort create`)")
         try:
             doc = json.loads(p.read_bytes().decode("utf-8"))
         except json.JSONDecodeError as e:

@@ -56,6 +56,9 @@ def _target_maps(scan: Scan, path: Path, target: str, maps: Sequence[str]) -> di
     source = scan.reference if target == "reference" else scan.maps
     missing = [m for m in maps if m not in source]
     if missing:
+        if target == "ground-truth" and not scan.maps and (scan.attrs.get("cohort_kind") == "scans" or "import" in scan.attrs):
+            raise MrfreconError(f"{path}: target 'ground-truth': an imported real scan has no ground truth (only a "
+                                "simulation has one); train with --target reference, its dictionary-matching maps")
         group = "reference (dictionary-matching)" if target == "reference" else "ground-truth"
         other = "ground-truth" if target == "reference" else "reference"
         have = ", ".join(source) or "none"
@@ -96,6 +99,10 @@ def load_training_data(cohort: str | os.PathLike[str] | CohortIndex, target: str
     if target not in TARGETS:
         raise MrfreconError(f"target: expected one of {', '.join(TARGETS)}, got {target!r}")
     index = cohort if isinstance(cohort, CohortIndex) else CohortIndex.load(cohort)
+    if target == "ground-truth" and index.attrs.get("kind") == "scans" and not index.attrs.get("ground_truth"):
+        raise MrfreconError(f"{index.root}: target 'ground-truth': a cohort of real scans (made by `mrfrecon cohort "
+                            "create`) has no ground truth, only the reference maps of dictionary matching; train with "
+                            "--target reference")
     train_paths, val_paths = index.paths("train"), index.paths("val")
     if not train_paths:
         raise MrfreconError(f"{index.root}: the training split is empty")
