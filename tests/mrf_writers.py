@@ -9,7 +9,9 @@ magnitude and Siemens 12-bit phase (0…4095 with RescaleSlope 2, RescaleInterce
   (PS3.3 Table A.71-2; checked against highdicom 0.28.2's output);
 - a dcm2niix pair: ``name.nii.gz`` + ``name_ph.nii.gz`` with JSON sidecars.
 
-Every form holds the same stored integers, so every reader must give the same series.
+Every form holds the same stored integers, so every reader must give the same series:
+:func:`simulated_world` makes the scan and the classic-DICOM reference the tests compare against,
+:func:`match_maps` the maps of ``mrfrecon match`` on any of the forms.
 """
 
 from __future__ import annotations
@@ -20,10 +22,20 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import h5py
+import nibabel as nib
 import numpy as np
+from click.testing import CliRunner
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence as Seq
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from mrfrecon.cli import cli
+from mrfrecon.cohort import simulate_scan
+from mrfrecon.dictionary import Dictionary, Grid
+from mrfrecon.io.readers import read_scan
+from mrfrecon.presets import load_preset
+from mrfrecon.sequence import Sequence
 
 ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
 LEGACY_ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.4"
@@ -49,12 +61,43 @@ def geometry(aff: np.ndarray) -> dict[str, Any]:
             "ipp": lambda k: RAS_TO_LPS @ (aff @ [0, 0, k, 1])[:3]}
 
 
+def simulated_world(root: Path, anatomy: str, seed: int) -> dict[str, Any]:
+    """A simulated ``anatomy`` scan (tiny preset, 24², 2 slices, SNR 30, ``seed``) and what the
+    import tests compare every form against: its stored integers (:func:`stored`), a small
+    dictionary ``root/d.h5``, the foreground as ``root/mask.nii.gz``, the classic DICOM images of
+    the integers (``classic``, :func:`write_classic`) and the series the classic-DICOM path reads
+    from them (``ref``). Keys: root, scan, seq, aff, stored, classic, ref."""
+    seq = Sequence.mrf_wf()
+    cfg = {**load_preset("tiny")["cohort"], "matrix": 24, "slices": 2, "snr": 30.0}
+    scan = simulate_scan("sub-01", anatomy, seed, cfg, seq, None)
+    aff = scan.affine_ras()
+    w = {"root": root, "scan": scan, "seq": seq, "aff": aff, "stored": stored(scan)}
+    grid = Grid.from_spec({"t1h2o_ms": {"ranges": [[700, 1700, 100]]}, "t1fat_ms": {"values": [300, 400]},
+                           "b1": {"values": [0.5, 0.7, 0.9]}, "df_hz": {"values": [-30, 0, 30]}})
+    Dictionary.build(seq, grid).save(root / "d.h5")
+    nib.save(nib.Nifti1Image(scan.foreground.transpose(2, 1, 0).astype(np.uint8), aff), str(root / "mask.nii.gz"))
+    w["classic"] = write_classic(w, root / "classic")
+    w["ref"] = read_scan(w["classic"], mask=root / "mask.nii.gz")
+    return w
+
+
+def match_maps(world, inputs, out: Path, *extra) -> dict[str, np.ndarray]:
+    """T1H2O, FF and B1 of ``mrfrecon match`` on ``inputs`` with the world's dictionary and mask
+    (written to ``out``; the command must succeed)."""
+    r = CliRunner().invoke(cli, list(map(str, ["match", *inputs, "--dictionary", world["root"] / "d.h5", "--out", out,
+                                               "--mask", world["root"] / "mask.nii.gz", *extra])), obj={})
+    assert r.exit_code == 0, r.output
+    with h5py.File(next(out.glob("*_maps.h5"))) as f:
+        return {k: f[f"maps/{k}"][()] for k in ("t1h2o", "ff", "b1")}
+
+
 def frame_te_ms(seq) -> np.ndarray:
     """Each frame's echo time (ms): the TE of its spokes (the TE blocks are whole frames)."""
     return np.asarray(seq.te_ms).reshape(seq.frames, seq.spokes_per_frame)[:, 0]
 
 
-def _file(sop_class: str) -> FileDataset:
+def dicom_file(sop_class: str) -> FileDataset:
+    """An empty DICOM file of ``sop_class`` (explicit VR little endian) with new SOP instance UIDs."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -98,7 +141,7 @@ def classic_datasets(world, part: str, *, rescale: bool = True, study: dict[str,
     out = []
     for k in range(s):
         for f in range(t):
-            ds = _file(MRImageStorage)
+            ds = dicom_file(MRImageStorage)
             _common(ds, study, series_uid, 5 if part == "M" else 6)
             ds.ImageType = ["ORIGINAL", "PRIMARY", part, "ND"]
             ds.ImagePositionPatient = [float(v) for v in geo["ipp"](k)]
@@ -163,7 +206,7 @@ def write_xa_enhanced(world, folder: Path, *, mixed: bool, phase_rescale: bool =
     groups = [("M", "P")] if mixed else [("M",), ("P",)]
     paths = []
     for n_file, parts in enumerate(groups):
-        ds = _file(ENHANCED_MR)
+        ds = dicom_file(ENHANCED_MR)
         _common(ds, study, generate_uid(), 5 + n_file)
         ds.SoftwareVersions = "syngo MR XA30"
         kind = "MIXED" if mixed else ("MAGNITUDE" if parts == ("M",) else "PHASE")
@@ -231,7 +274,7 @@ def write_legacy(world, folder: Path) -> list[Path]:
     paths = []
     for part in ("M", "P"):
         src = classic_datasets(world, part, study=study)
-        ds = _file(LEGACY_ENHANCED_MR)
+        ds = dicom_file(LEGACY_ENHANCED_MR)
         _common(ds, study, generate_uid(), 105 if part == "M" else 106)
         ds.ImageType = ["ORIGINAL", "PRIMARY", part, "NONE"]
         ds.InstanceNumber = 1
@@ -274,8 +317,6 @@ def write_dcm2niix(world, folder: Path, stem: str = "MRF", *, phase_scl: bool = 
     integers kept losslessly with the DICOM rescale in ``scl_slope``/``scl_inter`` (issue 406: phase
     2 and −4096; ``phase_scl=False``: a phase without rescale, which dcm2niix then writes as 1 and 0)
     and BIDS sidecars (EchoTime in s, ImageType with PHASE appended for the phase)."""
-    import nibabel as nib
-
     st, aff, seq = world["stored"], world["aff"], world["seq"]
     folder.mkdir(parents=True, exist_ok=True)
     te = float(frame_te_ms(seq)[0]) / 1000.0

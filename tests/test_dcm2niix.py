@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import json
 
-import h5py
 import nibabel as nib
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from mrf_writers import stored, write_classic, write_dcm2niix
+from mrf_writers import match_maps, simulated_world, write_dcm2niix
 
 from mrfrecon.cli import cli
-from mrfrecon.cohort import simulate_scan
-from mrfrecon.dictionary import Dictionary, Grid
 from mrfrecon.io.readers import dcm2niix_partner, drop_partners, read_scan
 from mrfrecon.io.scan import load_scan
-from mrfrecon.presets import load_preset
-from mrfrecon.sequence import Sequence
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -32,21 +27,8 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A simulated scan (24², 2 slices), its stored integers, a small dictionary, a mask, and the
-    classic-DICOM reading of the same integers."""
-    root = tmp_path_factory.mktemp("dcm2niix")
-    seq = Sequence.mrf_wf()
-    cfg = {**load_preset("tiny")["cohort"], "matrix": 24, "slices": 2, "snr": 30.0}
-    scan = simulate_scan("sub-01", "leg", 5, cfg, seq, None)
-    aff = scan.affine_ras()
-    w = {"root": root, "scan": scan, "seq": seq, "aff": aff, "stored": stored(scan)}
-    grid = Grid.from_spec({"t1h2o_ms": {"ranges": [[700, 1700, 100]]}, "t1fat_ms": {"values": [300, 400]},
-                           "b1": {"values": [0.5, 0.7, 0.9]}, "df_hz": {"values": [-30, 0, 30]}})
-    Dictionary.build(seq, grid).save(root / "d.h5")
-    nib.save(nib.Nifti1Image(scan.foreground.transpose(2, 1, 0).astype(np.uint8), aff), str(root / "mask.nii.gz"))
-    w["classic"] = write_classic(w, root / "classic")
-    w["ref"] = read_scan(w["classic"], mask=root / "mask.nii.gz")
-    return w
+    """A simulated leg scan and its classic-DICOM reading (:func:`mrf_writers.simulated_world`)."""
+    return simulated_world(tmp_path_factory.mktemp("dcm2niix"), "leg", 5)
 
 
 def test_pair_gives_the_classic_series(world, tmp_path):
@@ -68,14 +50,7 @@ def test_pair_gives_the_classic_series(world, tmp_path):
 
 def test_pair_maps_equal_the_classic_maps(world, tmp_path):
     mag = write_dcm2niix(world, tmp_path / "nii")
-    maps = {}
-    for name, src in (("dicom", world["classic"]), ("nifti", mag)):
-        out = tmp_path / name
-        r = run("match", src, "--dictionary", world["root"] / "d.h5", "--out", out, "--mask",
-                world["root"] / "mask.nii.gz")
-        assert r.exit_code == 0, r.output
-        with h5py.File(next(out.glob("*_maps.h5"))) as f:
-            maps[name] = {k: f[f"maps/{k}"][()] for k in ("t1h2o", "ff", "b1")}
+    maps = {name: match_maps(world, [src], tmp_path / name) for name, src in (("dicom", world["classic"]), ("nifti", mag))}
     for k in maps["dicom"]:  # the same atoms; FF's least squares sees the float32 slope's last bit
         np.testing.assert_allclose(maps["nifti"][k], maps["dicom"][k], rtol=1e-5, atol=1e-6, err_msg=k)
 

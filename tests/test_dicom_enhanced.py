@@ -6,14 +6,11 @@ wrong echo times and duplicates refused in one line, exit 2, nothing written."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import h5py
-import nibabel as nib
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from mrf_writers import classic_datasets, stored, write_classic, write_legacy, write_xa_enhanced
+from mrf_writers import (classic_datasets, match_maps, simulated_world, stored, write_classic, write_legacy,
+                         write_xa_enhanced)
 
 from mrfrecon.cli import cli
 from mrfrecon.cohort import simulate_scan
@@ -21,7 +18,6 @@ from mrfrecon.dictionary import Dictionary, Grid
 from mrfrecon.io.readers import read_scan
 from mrfrecon.io.series import phase_radians
 from mrfrecon.presets import load_preset
-from mrfrecon.sequence import Sequence
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -32,21 +28,8 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A simulated thigh scan (24², 2 slices), its stored integers, a small dictionary, a mask, and
-    the series that the classic-DICOM path reads from the classic images."""
-    root = tmp_path_factory.mktemp("enhanced")
-    seq = Sequence.mrf_wf()
-    cfg = {**load_preset("tiny")["cohort"], "matrix": 24, "slices": 2, "snr": 30.0}
-    scan = simulate_scan("sub-01", "thigh", 3, cfg, seq, None)
-    aff = scan.affine_ras()
-    w = {"root": root, "scan": scan, "seq": seq, "aff": aff, "stored": stored(scan)}
-    grid = Grid.from_spec({"t1h2o_ms": {"ranges": [[700, 1700, 100]]}, "t1fat_ms": {"values": [300, 400]},
-                           "b1": {"values": [0.5, 0.7, 0.9]}, "df_hz": {"values": [-30, 0, 30]}})
-    Dictionary.build(seq, grid).save(root / "d.h5")
-    nib.save(nib.Nifti1Image(scan.foreground.transpose(2, 1, 0).astype(np.uint8), aff), str(root / "mask.nii.gz"))
-    w["classic"] = write_classic(w, root / "classic")
-    w["ref"] = read_scan(w["classic"], mask=root / "mask.nii.gz")
-    return w
+    """A simulated thigh scan and its classic-DICOM reading (:func:`mrf_writers.simulated_world`)."""
+    return simulated_world(tmp_path_factory.mktemp("enhanced"), "thigh", 3)
 
 
 def _same_series(world, scan) -> None:
@@ -54,14 +37,6 @@ def _same_series(world, scan) -> None:
     np.testing.assert_array_equal(scan.series, ref.series)
     np.testing.assert_allclose(scan.affine_ras(), ref.affine_ras(), atol=1e-6)
     np.testing.assert_allclose(scan.affine_ras(), world["aff"], atol=1e-4)
-
-
-def _maps(world, inputs, out: Path, *extra) -> dict[str, np.ndarray]:
-    r = run("match", *inputs, "--dictionary", world["root"] / "d.h5", "--out", out, "--mask",
-            world["root"] / "mask.nii.gz", *extra)
-    assert r.exit_code == 0, r.output
-    with h5py.File(next(out.glob("*_maps.h5"))) as f:
-        return {k: f[f"maps/{k}"][()] for k in ("t1h2o", "ff", "b1")}
 
 
 def test_classic_path_reads_the_scan(world):
@@ -112,8 +87,8 @@ def test_frame_order_from_the_functional_groups(world, tmp_path, edit):
 
 def test_enhanced_maps_equal_the_classic_maps(world, tmp_path):
     files = write_xa_enhanced(world, tmp_path / "xa", mixed=True)
-    a = _maps(world, [world["classic"]], tmp_path / "classic")
-    b = _maps(world, [files[0]], tmp_path / "enhanced")
+    a = match_maps(world, [world["classic"]], tmp_path / "classic")
+    b = match_maps(world, [files[0]], tmp_path / "enhanced")
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 

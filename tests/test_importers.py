@@ -111,8 +111,8 @@ def _write_dicom(world, folder: Path, *, drop: tuple[int, int] | None = None, du
                  magnitude_only: bool = False, slices: int | None = None) -> Path:
     """A magnitude + phase MRF series as DICOM files (Siemens-style ImageType M/P, phase stored
     0…4095 with slope 2 and intercept −4096, frames numbered by TemporalPositionIdentifier)."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+    from mrf_writers import dicom_file
+    from pydicom.uid import MRImageStorage, generate_uid
 
     scan, aff = world["scan"], world["aff"]
     folder.mkdir(parents=True, exist_ok=True)
@@ -132,12 +132,7 @@ def _write_dicom(world, folder: Path, *, drop: tuple[int, int] | None = None, du
             for part in ("M",) if magnitude_only else ("M", "P"):
                 if drop == (k, f) and part == "P":
                     continue
-                meta = FileMetaDataset()
-                meta.MediaStorageSOPClassUID = MRImageStorage
-                meta.MediaStorageSOPInstanceUID = generate_uid()
-                meta.TransferSyntaxUID = ExplicitVRLittleEndian
-                ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-                ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+                ds = dicom_file(MRImageStorage)
                 ds.Modality, ds.SeriesInstanceUID = "MR", series_uid
                 ds.ImageType = ["ORIGINAL", "PRIMARY", part, "ND"]
                 ds.ImagePositionPatient = [float(v) for v in ipp]
