@@ -11,7 +11,9 @@ magnitude and Siemens 12-bit phase (0…4095 with RescaleSlope 2, RescaleInterce
 
 Every form holds the same stored integers, so every reader must give the same series:
 :func:`simulated_world` makes the scan and the classic-DICOM reference the tests compare against,
-:func:`match_maps` the maps of ``mrfrecon match`` on any of the forms.
+:func:`match_maps` the maps of ``mrfrecon match`` on any of the forms. For raw data (ISMRMRD,
+tests/test_ismrmrd*.py, tests/test_cohort_create.py), :func:`coefficient_images` gives a phantom's
+temporal basis and coefficient images, the input of ``mrfrecon.acquisition.simulate_kspace``.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence as Seq
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
+from mrfrecon.acquisition import lowrank_series
 from mrfrecon.cli import cli
 from mrfrecon.cohort import simulate_scan
 from mrfrecon.dictionary import Dictionary, Grid
 from mrfrecon.io.readers import read_scan
+from mrfrecon.physics import simulate, simulate_projected
 from mrfrecon.presets import load_preset
 from mrfrecon.sequence import Sequence
 
@@ -344,3 +348,19 @@ def write_dcm2niix(world, folder: Path, stem: str = "MRF", *, phase_scl: bool = 
         (folder / f"{stem}.json").write_text(json.dumps(mag, indent=2))
         (folder / f"{stem}_ph.json").write_text(json.dumps(pha, indent=2))
     return folder / f"{stem}.nii.gz"
+
+
+def coefficient_images(seq, ph, stride: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """The phantom ``ph`` under ``seq`` as ``mrfrecon.cohort.acquire`` simulates it for k-space: the
+    temporal basis (99.99 % of the energy of every ``stride``-th foreground voxel's per-spoke
+    signal), the coefficient images ``(slices, K, y, x)`` complex64 (0 outside the foreground) and
+    the mean frame magnitude of that subset (the signal level an SNR refers to)."""
+    keys = ("t1h2o", "t1fat", "b1", "df", "ff", "pd")
+    fg = ph.foreground
+    p = {k: ph.maps[k][fg].astype(np.float64) for k in keys}
+    x_sub = simulate(seq, *(p[k][::stride] for k in keys), per_spoke=True)
+    basis, _ = lowrank_series(x_sub, energy=0.9999)
+    coeffs = np.zeros((fg.size, basis.shape[1]), np.complex64)
+    coeffs[np.flatnonzero(fg)] = simulate_projected(seq, basis.conj(), *(p[k] for k in keys))
+    img = np.ascontiguousarray(coeffs.reshape(*fg.shape, -1).transpose(0, 3, 1, 2))
+    return basis, img, float(np.abs(seq.frame_mean(x_sub)).mean())

@@ -18,11 +18,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from mrf_writers import stored, write_classic, write_dcm2niix
+from mrf_writers import coefficient_images, stored, write_classic, write_dcm2niix
 from test_ismrmrd_raw import write_siemens
 
 import mrfrecon.assemble as assemble
-from mrfrecon.acquisition import coil_sensitivities, lowrank_series, radial_trajectory, simulate_kspace
+from mrfrecon.acquisition import coil_sensitivities, radial_trajectory, simulate_kspace
 from mrfrecon.assemble import create_cohort, parse_split, read_label_table, split_sizes
 from mrfrecon.cli import cli
 from mrfrecon.cohort import reference_maps
@@ -33,7 +33,7 @@ from mrfrecon.io import CohortIndex, Scan, load_scan, save_scan
 from mrfrecon.io.geometry import affine_from_axcodes
 from mrfrecon.io.readers import read_scan
 from mrfrecon.phantoms import make_phantom
-from mrfrecon.physics import simulate, simulate_projected
+from mrfrecon.physics import simulate
 from mrfrecon.sequence import Sequence
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -68,12 +68,7 @@ def image_series(seq: Sequence, ph, seed: int, snr: float = 40.0) -> np.ndarray:
 
 def raw_kspace(seq: Sequence, ph, seed: int, coils: int = 2) -> np.ndarray:
     """Radial k-space ``(slices, coils, spokes, 2N)`` of the phantom (golden angle, oversampling 2)."""
-    fg = ph.foreground
-    p = {k: ph.maps[k][fg].astype(np.float64) for k in KEYS}
-    basis, _ = lowrank_series(simulate(seq, *(p[k][::3] for k in KEYS), per_spoke=True), energy=0.9999)
-    coeffs = np.zeros((fg.size, basis.shape[1]), np.complex64)
-    coeffs[np.flatnonzero(fg)] = simulate_projected(seq, basis.conj(), *(p[k] for k in KEYS))
-    img = np.ascontiguousarray(coeffs.reshape(SLICES, N, N, -1).transpose(0, 3, 1, 2))
+    basis, img, _ = coefficient_images(seq, ph, 3)
     traj = radial_trajectory(seq, matrix=N)
     ksp = simulate_kspace(img, basis, traj, coils=coil_sensitivities(coils, N, seed=seed))
     rng = np.random.default_rng(seed)

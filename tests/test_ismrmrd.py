@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from mrf_writers import coefficient_images
 
-from mrfrecon.acquisition import coil_sensitivities, kwic_reconstruct, kwic_weights, lowrank_series, radial_trajectory, simulate_kspace
+from mrfrecon.acquisition import coil_sensitivities, kwic_reconstruct, kwic_weights, radial_trajectory, simulate_kspace
 from mrfrecon.acquisition.nufft import Nufft2D
 from mrfrecon.acquisition.walsh import walsh_sensitivities
 from mrfrecon.cli import cli
@@ -17,7 +18,6 @@ from mrfrecon.io.ismrmrd import write_ismrmrd
 from mrfrecon.io.readers import read_scan
 from mrfrecon.io.scan import load_scan
 from mrfrecon.phantoms import make_phantom
-from mrfrecon.physics import simulate, simulate_projected
 from mrfrecon.sequence import Sequence
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,13 +33,7 @@ def raw(tmp_path_factory):
     seq = Sequence.mrf_wf()
     ph = make_phantom("thigh", seed=4, matrix=MATRIX, slices=SLICES)
     fg = ph.foreground
-    keys = ("t1h2o", "t1fat", "b1", "df", "ff", "pd")
-    p = {k: ph.maps[k][fg].astype(np.float64) for k in keys}
-    x_sub = simulate(seq, *(p[k][::4] for k in keys), per_spoke=True)
-    basis, _ = lowrank_series(x_sub, energy=0.9999)
-    coeffs = np.zeros((fg.size, basis.shape[1]), np.complex64)
-    coeffs[np.flatnonzero(fg)] = simulate_projected(seq, basis.conj(), *(p[k] for k in keys))
-    img = np.ascontiguousarray(coeffs.reshape(SLICES, MATRIX, MATRIX, -1).transpose(0, 3, 1, 2))
+    basis, img, _ = coefficient_images(seq, ph, 4)
     traj = radial_trajectory(seq, matrix=MATRIX)
     sens_true = coil_sensitivities(COILS, MATRIX, seed=4)
     ksp = simulate_kspace(img, basis, traj, coils=sens_true, noise_std=1e-4, rng=np.random.default_rng(4))

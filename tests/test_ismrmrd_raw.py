@@ -21,9 +21,10 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from mrf_writers import coefficient_images
 
-from mrfrecon.acquisition import (coil_sensitivities, image_noise_std, kwic_reconstruct, kwic_weights, lowrank_series,
-                                  radial_trajectory, simulate_kspace)
+from mrfrecon.acquisition import (coil_sensitivities, image_noise_std, kwic_reconstruct, kwic_weights, radial_trajectory,
+                                  simulate_kspace)
 from mrfrecon.acquisition.nufft import Nufft2D
 from mrfrecon.acquisition.rawprep import (AUTO_ENERGY, apply_coil_matrix, choose_virtual_coils, coil_compression,
                                           coil_gram, dwell_time_scale, noise_covariance, noise_edge,
@@ -36,25 +37,12 @@ from mrfrecon.io.ismrmrd import read_ismrmrd, readout_layout
 from mrfrecon.io.readers import read_scan
 from mrfrecon.io.scan import load_scan
 from mrfrecon.phantoms import make_phantom
-from mrfrecon.physics import simulate, simulate_projected
 from mrfrecon.sequence import Sequence
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 N, COILS, SLICES = 24, 8, 2
 DWELL_US, NOISE_DWELL_US = 2.5, 5.0  # imaging and noise-adjustment sample times (µs)
 NOISE_FLAG = 1 << 18  # ACQ_IS_NOISE_MEASUREMENT is flag 19 (ismrmrd.h): bit 18
-
-
-def _series(seq, ph, keys=("t1h2o", "t1fat", "b1", "df", "ff", "pd")):
-    """Temporal basis and coefficient images of the phantom under ``seq``."""
-    fg = ph.foreground
-    p = {k: ph.maps[k][fg].astype(np.float64) for k in keys}
-    x_sub = simulate(seq, *(p[k][::3] for k in keys), per_spoke=True)
-    basis, _ = lowrank_series(x_sub, energy=0.9999)
-    coeffs = np.zeros((fg.size, basis.shape[1]), np.complex64)
-    coeffs[np.flatnonzero(fg)] = simulate_projected(seq, basis.conj(), *(p[k] for k in keys))
-    img = np.ascontiguousarray(coeffs.reshape(SLICES, N, N, -1).transpose(0, 3, 1, 2))
-    return basis, img, float(np.abs(seq.frame_mean(x_sub)).mean())
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +58,7 @@ def world(tmp_path_factory):
     rng = np.random.default_rng(5)
     clean = []
     for s in (dataclasses.replace(seq, repetitions=1), seq):  # repetition 0, repetition 1
-        basis, img, level = _series(s, ph)
+        basis, img, level = coefficient_images(s, ph, 3)
         clean.append(simulate_kspace(img, basis, traj, coils=sens))
     sigma = level / 30.0 / float(image_noise_std(1.0, kwic_weights(traj, seq, 55)).mean())
     mix = np.tril(rng.normal(size=(COILS, COILS)) + 1j * rng.normal(size=(COILS, COILS))) * 0.3
