@@ -13,8 +13,9 @@ import argparse
 
 import numpy as np
 
-from mrfrecon import Dictionary, Sequence, match, simulate
-from mrfrecon.demo import tissue_sample
+from mrfrecon import match
+
+from common import complex_noise, tissue_voxels  # benchmarks/, the script's folder, is on sys.path
 
 
 def main() -> None:
@@ -22,20 +23,13 @@ def main() -> None:
     ap.add_argument("--voxels", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    rng = np.random.default_rng(args.seed)
-    seq = Sequence.mrf_wf()
-    d = Dictionary.build(seq)
-    truth = tissue_sample(args.voxels, rng)
-    clean = simulate(seq, **truth)
-    scale = np.abs(clean).mean()
-    masks = {"t1h2o": truth["ff"] < 0.65, "ff": np.ones(args.voxels, bool), "b1": np.ones(args.voxels, bool),
-             "df": np.ones(args.voxels, bool), "t1fat": truth["ff"] >= 0.5}
+    rng, d, truth, clean, scale, masks = tissue_voxels(args.voxels, args.seed)
     units = {"t1h2o": "ms", "ff": "", "b1": "", "df": "Hz", "t1fat": "ms"}
     print(f"{args.voxels} voxels, seed {args.seed}; noise SD relative to the mean |fingerprint| per frame\n")
     print("| noise | " + " | ".join(f"{k} {u} bias ± SD" if u else f"{k} bias ± SD" for k, u in units.items()) + " |")
     print("|---" * (len(units) + 1) + "|")
     for level in (0.0, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0):
-        noise = level * scale * (rng.standard_normal(clean.shape) + 1j * rng.standard_normal(clean.shape)) / np.sqrt(2)
+        noise = complex_noise(rng, clean.shape, level * scale)
         m = match((clean + noise).astype(np.complex64), d)
         cells = []
         for k in units:

@@ -14,10 +14,11 @@ import argparse
 
 import numpy as np
 
-from mrfrecon import Dictionary, Sequence, match, simulate
-from mrfrecon.demo import tissue_sample
+from mrfrecon import match
 from mrfrecon.uncertainty.calibration import coverage
 from mrfrecon.uncertainty.fisher import crb_sd
+
+from common import complex_noise, tissue_voxels  # benchmarks/, the script's folder, is on sys.path
 
 
 def main() -> None:
@@ -25,19 +26,12 @@ def main() -> None:
     ap.add_argument("--voxels", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    rng = np.random.default_rng(args.seed)
-    seq = Sequence.mrf_wf()
-    d = Dictionary.build(seq)
-    truth = tissue_sample(args.voxels, rng)
-    clean = simulate(seq, **truth)
-    scale = np.abs(clean).mean()
-    every = np.ones(args.voxels, bool)
-    masks = {"t1h2o": truth["ff"] < 0.65, "ff": every, "b1": every, "df": every, "t1fat": truth["ff"] >= 0.5}
+    rng, d, truth, clean, scale, masks = tissue_voxels(args.voxels, args.seed)
     print(f"{args.voxels} voxels, seed {args.seed}; cells: RMS error / RMS SD (coverage of ±1.96 SD)\n")
     print("| noise | " + " | ".join(masks) + " |\n|---" + "|---" * len(masks) + "|")
     for level in (0.0, 0.05, 0.2, 0.5):
         sigma = level * scale
-        noise = sigma * (rng.standard_normal(clean.shape) + 1j * rng.standard_normal(clean.shape)) / np.sqrt(2)
+        noise = complex_noise(rng, clean.shape, sigma)
         m = match((clean + noise).astype(np.complex64), d)
         sd = crb_sd(d, m, max(sigma, 1e-12))
         cells = []

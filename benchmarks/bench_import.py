@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from mrfrecon import Sequence
-from mrfrecon.acquisition import coil_sensitivities, kwic_reconstruct, kwic_weights, lowrank_series, radial_trajectory, simulate_kspace
+from mrfrecon.acquisition import coil_sensitivities, kwic_reconstruct, kwic_weights, radial_trajectory, simulate_kspace
 from mrfrecon.acquisition.nufft import Nufft2D
 from mrfrecon.acquisition.walsh import walsh_sensitivities
 from mrfrecon.io.geometry import affine_from_axcodes
 from mrfrecon.io.ismrmrd import read_ismrmrd, write_ismrmrd
 from mrfrecon.io.readers import read_scan
-from mrfrecon.phantoms import make_phantom
-from mrfrecon.physics import simulate, simulate_projected
+
+from common import thigh_coefficients  # benchmarks/, the script's folder, is on sys.path
 
 
 def main() -> None:
@@ -40,15 +40,7 @@ def main() -> None:
     a = ap.parse_args()
     seq = Sequence.mrf_wf()
     t0 = time.perf_counter()
-    ph = make_phantom("thigh", seed=1, matrix=a.matrix, slices=a.slices)
-    fg = ph.foreground
-    keys = ("t1h2o", "t1fat", "b1", "df", "ff", "pd")
-    p = {k: ph.maps[k][fg].astype(np.float64) for k in keys}
-    x_sub = simulate(seq, *(p[k][:: max(1, fg.sum() // 8000)] for k in keys), per_spoke=True)
-    basis, _ = lowrank_series(x_sub, energy=0.9999)
-    coeffs = np.zeros((fg.size, basis.shape[1]), np.complex64)
-    coeffs[np.flatnonzero(fg)] = simulate_projected(seq, basis.conj(), *(p[k] for k in keys))
-    img = np.ascontiguousarray(coeffs.reshape(a.slices, a.matrix, a.matrix, -1).transpose(0, 3, 1, 2))
+    _, basis, _, img, _ = thigh_coefficients(seq, a.matrix, a.slices)
     traj = radial_trajectory(seq, matrix=a.matrix)
     ksp = simulate_kspace(img, basis, traj, coils=coil_sensitivities(a.coils, a.matrix, seed=1), noise_std=1e-4,
                           rng=np.random.default_rng(1))

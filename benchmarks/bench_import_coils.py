@@ -30,14 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from mrfrecon import Sequence
-from mrfrecon.acquisition import (coil_sensitivities, image_noise_std, kwic_weights, lowrank_series, radial_trajectory,
-                                  simulate_kspace)
+from mrfrecon.acquisition import coil_sensitivities, image_noise_std, kwic_weights, radial_trajectory, simulate_kspace
 from mrfrecon.io.geometry import affine_from_axcodes
 from mrfrecon.io.ismrmrd import read_ismrmrd, write_ismrmrd
-from mrfrecon.phantoms import make_phantom
-from mrfrecon.physics import simulate, simulate_projected
 
-from common import machine, peak_rss_mib
+from common import machine, peak_rss_mib, thigh_coefficients
 
 
 def fingerprint_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -57,19 +54,7 @@ def main() -> None:
     a = ap.parse_args()
     seq = Sequence.mrf_wf()
     t0 = time.perf_counter()
-    ph = make_phantom("thigh", seed=1, matrix=a.matrix, slices=a.slices)
-    fg = ph.foreground
-    keys = ("t1h2o", "t1fat", "b1", "df", "ff", "pd")
-    p = {k: ph.maps[k][fg].astype(np.float64) for k in keys}
-    x_sub = simulate(seq, *(p[k][:: max(1, fg.sum() // 8000)] for k in keys), per_spoke=True)
-    basis, _ = lowrank_series(x_sub, energy=0.9999)
-    level = float(np.abs(seq.frame_mean(x_sub)).mean())
-    del x_sub
-    coeffs = simulate_projected(seq, basis.conj(), *(p[k] for k in keys)).astype(np.complex64)  # (voxels, K)
-    full = np.zeros((fg.size, basis.shape[1]), np.complex64)
-    full[np.flatnonzero(fg)] = coeffs
-    img = np.ascontiguousarray(full.reshape(a.slices, a.matrix, a.matrix, -1).transpose(0, 3, 1, 2))
-    del full
+    fg, basis, coeffs, img, level = thigh_coefficients(seq, a.matrix, a.slices)
     # the truth: noiseless frames, the mean of each frame's spokes
     k = basis.shape[1]
     truth = coeffs @ basis.T.reshape(k, seq.frames, seq.spokes_per_frame).mean(-1)

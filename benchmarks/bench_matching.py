@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -25,19 +24,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import best_of, copy_bandwidth_gbs, machine, matmul_peak_gflops, peak_rss_mib  # noqa: E402
+from common import best_of, complex_noise, copy_bandwidth_gbs, machine, matmul_peak_gflops, peak_rss_mib, uptime  # noqa: E402
 
 from mrfrecon import Dictionary, Sequence, match, pairsearch, runtime, simulate  # noqa: E402
 from mrfrecon.demo import tissue_sample  # noqa: E402
 from mrfrecon.matching import DEFAULT_STRIDES, _coarse_indices, match_indices_agree  # noqa: E402
 from mrfrecon.phantoms import make_phantom  # noqa: E402
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "load %.2f %.2f %.2f" % os.getloadavg()
 
 
 def slice_fingerprints(seq: Sequence, size: int, rng: np.random.Generator, noise: float = 0.01):
@@ -51,7 +43,7 @@ def slice_fingerprints(seq: Sequence, size: int, rng: np.random.Generator, noise
     p["df"] = (25 + 50 * np.sin(3 * xx) * np.cos(2 * yy))[fg]
     x = simulate(seq, **p)
     sd = noise * np.abs(x).mean()
-    x = (x + sd * (rng.standard_normal(x.shape) + 1j * rng.standard_normal(x.shape)) / np.sqrt(2)).astype(np.complex64)
+    x = (x + complex_noise(rng, x.shape, sd)).astype(np.complex64)
     return x, p, fg
 
 
@@ -63,7 +55,7 @@ def thigh_fingerprints(seq: Sequence, rng: np.random.Generator, noise: float = 0
     p = {k: ph.maps[k][0][fg] for k in ("t1h2o", "ff", "b1", "df", "t1fat", "pd")}
     x = simulate(seq, **p)
     sd = noise * np.abs(x).mean()
-    x = (x + sd * (rng.standard_normal(x.shape) + 1j * rng.standard_normal(x.shape)) / np.sqrt(2)).astype(np.complex64)
+    x = (x + complex_noise(rng, x.shape, sd)).astype(np.complex64)
     return x, p
 
 

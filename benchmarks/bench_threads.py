@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import machine, uptime  # noqa: E402
 
 from mrfrecon import Dictionary, Sequence, match, runtime, simulate  # noqa: E402
 from mrfrecon.data import predict_slice  # noqa: E402
@@ -56,13 +56,6 @@ def apply(setting: str, torch_default: int) -> None:
         n = 1 if setting == "one" else 2
         runtime.set_threads(n)
         torch.set_num_threads(n)
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "load %.2f %.2f %.2f" % os.getloadavg()
 
 
 def main() -> None:

@@ -16,8 +16,6 @@ Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_uncertainty.py [--siz
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,17 +23,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import machine, uptime  # noqa: E402
 
 from mrfrecon import Dictionary, Sequence, acquire, match, simulate  # noqa: E402
 from mrfrecon.demo import tissue_sample  # noqa: E402
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "load %.2f %.2f %.2f" % os.getloadavg()
 
 
 def timed(fn):
