@@ -47,7 +47,7 @@ from ..atomic import atomic_path, atomic_write_text
 from ..errors import MrfreconError
 from .bids import OUTPUTS, DerivativeDataset, file_uris, output_path
 
-__all__ = ["BIDS_MAPS", "export_maps", "file_sha256", "planned_outputs", "provenance", "sidecar_sources"]
+__all__ = ["BIDS_MAPS", "export_maps", "file_sha256", "planned_outputs", "provenance", "sidecar_sources", "write_nifti"]
 
 #: map → (file name part after the source entities, Units, scale from mrfrecon's unit, description)
 BIDS_MAPS: dict[str, tuple[str, str, float, str]] = {
@@ -145,6 +145,29 @@ def _xyz(v: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(np.asarray(v), (2, 1, 0)))
 
 
+def _affine(affine: np.ndarray) -> np.ndarray:
+    aff = np.asarray(affine, dtype=np.float64)
+    if aff.shape != (4, 4):
+        raise MrfreconError(f"affine: expected 4 × 4, got {aff.shape}")
+    return aff
+
+
+def write_nifti(base: str | os.PathLike[str], vol: np.ndarray, affine: np.ndarray, sidecar: Mapping[str, Any]) -> list[Path]:
+    """Write ``vol (slices, y, x)`` as ``<base>.nii.gz`` (voxel index ``(x, y, slice)``, RAS+
+    ``affine``, qform and sform code 1) and ``sidecar`` as its JSON sidecar ``<base>.json``, each
+    file atomically, the folder made if needed: the writer of the maps, masks and segmentations
+    (:func:`export_maps`) and of the SD maps (:func:`mrfrecon.uncertainty.output.export_sd_maps`).
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    nii = Path(f"{os.fspath(base)}.nii.gz")
+    _save_nifti(_xyz(vol), _affine(affine), nii)
+    return [nii, atomic_write_text(Path(f"{os.fspath(base)}.json"), json.dumps(sidecar, indent=2) + "\n")]
+
+
 def export_maps(maps: Mapping[str, np.ndarray], out_dir: str | os.PathLike[str], stem: str, affine: np.ndarray, *,
                 sidecar: Mapping[str, Any] | None = None, foreground: np.ndarray | None = None,
                 labels: np.ndarray | None = None, label_names: Mapping[int, str] | None = None,
@@ -181,21 +204,15 @@ def export_maps(maps: Mapping[str, np.ndarray], out_dir: str | os.PathLike[str],
     list of Path
         The files written.
     """
-    aff = np.asarray(affine, dtype=np.float64)
-    if aff.shape != (4, 4):
-        raise MrfreconError(f"affine: expected 4 × 4, got {aff.shape}")
+    aff = _affine(affine)
     out = Path(out_dir)
     dataset = DerivativeDataset(out) if bids else None
     output_path("mask", stem, bids=bids)  # a stem that cannot be named fails before any file
     side = _with_uris(sidecar, dataset)
     written: list[Path] = []
 
-    def write(key: str, vol: np.ndarray, doc: dict[str, Any] | None, ext: str = ".nii.gz") -> None:
-        base = out / output_path(key, stem, bids=bids)
-        _save_nifti(_xyz(vol), aff, Path(f"{base}{ext}"))
-        written.append(Path(f"{base}{ext}"))
-        if doc is not None:
-            written.append(atomic_write_text(Path(f"{base}.json"), json.dumps(doc, indent=2) + "\n"))
+    def write(key: str, vol: np.ndarray, doc: dict[str, Any]) -> None:
+        written.extend(write_nifti(out / output_path(key, stem, bids=bids), vol, aff, doc))
 
     for m in _keys(list(maps)):
         src = "pd" if m == "magnitude" else m

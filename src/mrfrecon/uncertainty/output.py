@@ -22,7 +22,6 @@ T1H2O, FF, B1 and T1fat; the Δf and PD SDs stay in the HDF5 file (a BIDS ``fiel
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_text
 from ..errors import MrfreconError
 from ..io.bids import output_path
 from ..io.scan import MAP_UNITS
@@ -104,11 +102,9 @@ def export_sd_maps(sd: Mapping[str, np.ndarray], out_dir: str | os.PathLike[str]
     list of Path
         The files written.
     """
-    from ..io.nifti import BIDS_MAPS, _save_nifti, _xyz, sidecar_sources
+    from ..io.nifti import BIDS_MAPS, _affine, sidecar_sources, write_nifti
 
-    aff = np.asarray(affine, dtype=np.float64)
-    if aff.shape != (4, 4):
-        raise MrfreconError(f"affine: expected 4 × 4, got {aff.shape}")
+    aff = _affine(affine)
     written: list[Path] = []
     base_side = sidecar_sources(sidecar, out_dir, bids=bids)  # Sources as URIs, as the maps' sidecars have them
     for k in NIFTI_SD_MAPS:
@@ -118,14 +114,11 @@ def export_sd_maps(sd: Mapping[str, np.ndarray], out_dir: str | os.PathLike[str]
         if not np.isfinite(v).all():
             raise MrfreconError(f"sd_{k}: non-finite standard deviations are never written")
         _, units, scale, desc = BIDS_MAPS[k]
-        base = Path(out_dir) / sd_name(k, stem, bids=bids)
-        base.parent.mkdir(parents=True, exist_ok=True)
-        _save_nifti(_xyz(v * np.float32(scale)), aff, Path(f"{base}.nii.gz"))
         side = dict(base_side)
         doc = {"Units": units, "Description": f"Standard deviation (uncertainty) of: {desc}; {method}",
                "SkullStripped": False, "mrfrecon_map": f"sd_{k}", "mrfrecon_scale": scale, **side,
                "EstimationAlgorithm": method, "MapEstimationAlgorithm": side.get("EstimationAlgorithm")}
-        written += [Path(f"{base}.nii.gz"), atomic_write_text(Path(f"{base}.json"), json.dumps(doc, indent=2) + "\n")]
+        written += write_nifti(Path(out_dir) / sd_name(k, stem, bids=bids), v * np.float32(scale), aff, doc)
     return written
 
 
