@@ -105,6 +105,80 @@ def test_match_a_scan_file(tmp_path):
     assert r.exit_code == 2 and "built for sequence" in r.output
 
 
+def test_check_maps_files_inside_the_foreground_and_their_sds(tmp_path):
+    """`check` on the maps files `match` writes (0 outside the foreground and where a fingerprint was
+    not matched) passes; a map out of range inside the foreground, and a NaN, negative or misshapen
+    SD, or an SD without its map, are each a problem."""
+    import shutil
+
+    import h5py
+
+    from mrfrecon.dictionary import Dictionary, Grid
+    from mrfrecon.inference import _write_maps
+    from mrfrecon.io import Scan, save_scan
+
+    seq = Sequence.mrf_wf()
+    rng = np.random.default_rng(3)
+    fg = np.zeros((1, 8, 8), bool)
+    fg[0, 2:6, 1:7] = True
+    n = int(fg.sum())
+    x = simulate(seq, t1h2o=rng.uniform(900, 1300, n), ff=rng.uniform(0.05, 0.4, n), b1=rng.uniform(0.6, 0.9, n))
+    series = np.zeros((1, seq.frames, 8, 8), np.complex64)
+    series[0][:, fg[0]] = x.T
+    series += (0.02 * np.abs(x).mean() * rng.standard_normal(series.shape)).astype(np.complex64)
+    series[0, :, 3, 3] = 0  # a foreground voxel matching leaves (valid False, every map 0)
+    save_scan(tmp_path / "s.h5", Scan(series=series, foreground=fg, sequence=seq))
+    grid = Grid.from_spec({"t1h2o_ms": {"ranges": [[800, 1400, 100]]}, "b1": {"values": [0.5, 0.7, 0.9]},
+                           "df_hz": {"values": [0]}})
+    Dictionary.build(seq, grid).save(tmp_path / "d.h5")
+    for out in ("out", "m.h5"):  # <stem>_maps.h5 with masks/foreground; a maps .h5 with maps/valid only
+        r = run("match", str(tmp_path / "s.h5"), "--dictionary", str(tmp_path / "d.h5"), "--out", str(tmp_path / out),
+                "--uncertainty")
+        assert r.exit_code == 0, r.output
+    good = tmp_path / "out" / "s_maps.h5"
+    with h5py.File(good) as f:
+        assert f["maps/b1"][0, 0, 0] == 0 and f["maps/b1"][0, 3, 3] == 0 and "sd/b1" in f
+    # as predict writes them: the foreground only, no maps/valid
+    pred = tmp_path / "p_maps.h5"
+    _write_maps(pred, {"t1h2o": np.where(fg, 1100.0, 0.0), "b1": np.where(fg, 0.8, 0.0)}, fg, {"scan": "s.h5"})
+    for p in (good, tmp_path / "m.h5", pred):
+        r = CliRunner().invoke(cli, ["check", str(p)], obj={})
+        assert r.exit_code == 0 and r.output == f"{p}: ok (maps)\n", r.output
+
+    def damaged(name, edit):
+        p = tmp_path / f"{name}.h5"
+        shutil.copy(good, p)
+        with h5py.File(p, "a") as f:
+            edit(f)
+        return p
+
+    def replace(f, name, v):
+        if name in f:
+            del f[name]
+        f[name] = v
+
+    cases = {
+        "b1-in-foreground": (lambda f: replace(f, "maps/b1", np.zeros((1, 8, 8), np.float32)),
+                             "maps/b1: value 0 outside the physical range (0, 3] in the foreground"),
+        "t1h2o-background": (lambda f: replace(f, "maps/t1h2o", np.where(fg, 1000.0, -5.0).astype(np.float32)),
+                             "maps/t1h2o: background value -5 outside [0, 10000]"),
+        "sd-nan": (lambda f: replace(f, "sd/ff", np.where(fg, np.nan, 0.0).astype(np.float32)),
+                   "sd/ff: contains NaN or infinite values"),
+        "sd-negative": (lambda f: replace(f, "sd/t1h2o", np.where(fg, -1.0, 0.0).astype(np.float32)),
+                        "sd/t1h2o: negative standard deviation -1"),
+        "sd-shape": (lambda f: replace(f, "sd/b1", np.zeros((1, 8, 7), np.float32)),
+                     "sd/b1: shape (1, 8, 7) differs from maps/b1's (1, 8, 8)"),
+        "sd-no-map": (lambda f: replace(f, "sd/t2", np.zeros((1, 8, 8), np.float32)), "sd/t2: no map maps/t2 beside it"),
+        "noise-negative": (lambda f: replace(f, "sd/noise", -np.ones((1, 8, 8), np.float32)),
+                           "sd/noise: negative standard deviation -1"),
+    }
+    for name, (edit, words) in cases.items():
+        p = damaged(name, edit)
+        r = CliRunner().invoke(cli, ["check", str(p)], obj={})
+        assert r.exit_code == 2 and f"{p}: {words}" in r.output, (name, r.output)
+        assert r.output.count("mrfrecon: problem:") == 1, (name, r.output)
+
+
 def test_progress_is_plain_lines_off_a_terminal(capsys):
     from mrfrecon.cli.common import progress
 

@@ -61,21 +61,81 @@ def _check_h5(path: Path) -> tuple[str, list[str]]:
 
             Dictionary.load(path)
         elif kind == "maps":
-            from .limits import check_map
-
-            with open_h5(path, "maps") as f:
-                for k in f["maps"]:
-                    if isinstance(f["maps"][k], h5py.Dataset):
-                        try:
-                            check_map(k, f["maps"][k][()], f"{path}: maps/{k}")
-                        except OSError:
-                            pass  # already reported as unreadable
+            problems += [q for q in _maps_problems(path) if q not in problems]
         else:
             problems.append(f"{path}: not an mrfrecon file (no format attribute, no maps group)")
     except MrfreconError as e:
         if str(e) not in problems:
             problems.append(str(e))
     return kind, problems
+
+
+def _read(f, name: str) -> np.ndarray | None:
+    """Dataset ``name`` of ``f``, or None where it is missing, not a dataset or unreadable (an
+    unreadable dataset is reported by :func:`_datasets_problems`)."""
+    import h5py
+
+    if name not in f or not isinstance(f[name], h5py.Dataset):
+        return None
+    try:
+        return np.asarray(f[name][()])
+    except OSError:
+        return None
+
+
+def _maps_problems(path: Path) -> list[str]:
+    """The maps of a ``*_maps.h5`` file (``match``, ``predict``) held to their physical ranges on the
+    voxels they were made for: ``masks/foreground`` and, where matching wrote it, ``maps/valid``
+    (a fingerprint that could not be matched); elsewhere the maps are 0, as
+    :func:`mrfrecon.limits.check_maps` allows. A file with neither is checked everywhere. The SDs
+    ``sd/<map>`` must be finite, ≥ 0 and of their map's shape; ``sd/noise`` finite and ≥ 0."""
+    import h5py
+
+    from .io.h5 import open_h5
+    from .limits import check_map, check_maps
+
+    problems: list[str] = []
+    with open_h5(path, "maps") as f:
+        mask = None
+        for name in ("masks/foreground", "maps/valid"):
+            m = _read(f, name)
+            if m is None:
+                continue
+            if mask is not None and m.shape != mask.shape:
+                problems.append(f"{path}: {name}: shape {m.shape} differs from masks/foreground's {mask.shape}")
+                continue
+            mask = m > 0 if mask is None else mask & (m > 0)
+        for k in f["maps"]:
+            v = _read(f, f"maps/{k}")
+            if v is None:
+                continue
+            if mask is not None and v.shape != mask.shape:
+                problems.append(f"{path}: maps/{k}: shape {v.shape} differs from the foreground's {mask.shape}")
+                continue
+            try:
+                check_maps({k: v}, f"{path}: maps", mask)
+            except MrfreconError as e:
+                problems.append(str(e))
+        if not isinstance(f.get("sd"), h5py.Group):
+            return problems
+        for k in f["sd"]:
+            v, where = _read(f, f"sd/{k}"), f"{path}: sd/{k}"
+            if v is None:
+                continue
+            try:
+                if v.dtype.kind not in "fiu":
+                    raise MrfreconError(f"{where}: expected real numbers, found dtype {v.dtype}")
+                check_map("sd", v, where)  # finite (an SD has no map's range)
+                if (v < 0).any():
+                    raise MrfreconError(f"{where}: negative standard deviation {float(v[v < 0].flat[0]):g}")
+                ref = f["maps"].get(k)
+                if k != "noise" and not isinstance(ref, h5py.Dataset):
+                    raise MrfreconError(f"{where}: no map maps/{k} beside it")
+                if k != "noise" and v.shape != ref.shape:
+                    raise MrfreconError(f"{where}: shape {v.shape} differs from maps/{k}'s {ref.shape}")
+            except MrfreconError as e:
+                problems.append(str(e))
+    return problems
 
 
 def _check_cohort(root: Path) -> list[str]:
