@@ -221,6 +221,18 @@ def test_end_to_end_train_init_predict_evaluate(world, made, tmp_path):
     assert r.exit_code == 2 and "real scan" in r.output, r.output
 
 
+def test_compare_refuses_ground_truth_before_training(made, tmp_path):
+    """experiment compare --target both|ground-truth on real scans: one line before any training (the
+    training would refuse the ground-truth runs only after the reference runs)."""
+    for target in ("both", "ground-truth"):
+        r = run("experiment", "compare", "--preset", "tiny", "--cohort", made, "--out", tmp_path / target,
+                "--target", target)
+        lines = [line for line in r.output.splitlines() if not line.startswith("torch threads:")]  # the threads line
+        assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("mrfrecon: error:"), r.output
+        assert "cohort of real scans" in r.output and "--target reference" in r.output, r.output
+        assert not (tmp_path / target).exists()
+
+
 # --------------------------------------------------------------------------- resume, split, lock
 def test_rerun_keeps_scans_and_a_new_split_rewrites_only_the_index(world, tmp_path):
     out = tmp_path / "c"

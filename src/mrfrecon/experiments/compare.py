@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from ..assemble import COHORT_KIND
 from ..figures import save_figure
 from ..errors import MrfreconError
 from ..evaluation import DEFAULT_ROIS, ROI_SETS, EvaluationResult, evaluate
@@ -360,7 +361,9 @@ def run_compare(
     """Run the comparison into the result folder ``out`` (see the module docstring).
 
     ``cohort``: a cohort folder, else the preset's cohort is simulated into ``out/cohort``
-    (``subjects``, ``seed``, ``workers`` apply to the simulation). ``seeds``: training seeds per
+    (``subjects``, ``seed``, ``workers`` apply to the simulation); a cohort of real scans
+    (``mrfrecon cohort create``) has no ground truth: ``target`` ``"ground-truth"`` or ``"both"``
+    is refused before anything is trained or written. ``seeds``: training seeds per
     network (``seed``, ``seed + 1``, …; default the preset's ``seeds``, else 1). ``epochs``
     (the cap), ``width``, ``patch``, ``patience`` override the preset's training settings;
     ``jobs`` trainings run at once (processes of one torch thread each). ``batchnorm``: False
@@ -371,9 +374,15 @@ def run_compare(
     """
     from ..presets import load_preset
 
+    targets = _targets(target)
+    if "ground-truth" in targets and cohort is not None:  # before any training (train refuses it only when its turn comes)
+        attrs = CohortIndex.load(cohort).attrs
+        if attrs.get("kind") == COHORT_KIND and not attrs.get("ground_truth"):
+            raise MrfreconError(f"{cohort}: target {target!r}: a cohort of real scans (made by `mrfrecon cohort create`) "
+                                "has no ground truth to train on or evaluate against, only the reference maps of "
+                                "dictionary matching; compare with --target reference")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    targets = _targets(target)
     unknown = [m for m in models if m not in MODEL_ORDER]
     if unknown or not models:
         raise MrfreconError(f"models: expected some of {', '.join(MODEL_ORDER)}, got {list(models)}")
