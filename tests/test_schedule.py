@@ -96,3 +96,31 @@ def test_convergence_criterion():
     assert v.converged and abs(v.loss_change) < 0.01
     assert assess_convergence(steps, flat, 1.0, True).converged  # stopped on the smoothed validation
     assert not assess_convergence([], [], 1.0, False).converged
+
+
+def test_inverse_variance_map_weights_against_numpy():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from mrfrecon.training.loop import _map_weights
+
+    rng = np.random.default_rng(0)
+    fg = [rng.random((2, 9, 9)) > 0.3 for _ in range(2)]
+    targets = [np.stack([rng.normal(0.4, sd, (2, 9, 9)) for sd in (0.05, 0.3, 0.15)], axis=1).astype(np.float32)
+               for _ in range(2)]
+    data = SimpleNamespace(train=[SimpleNamespace(foreground=f, target={"ff": t[:, 1]}) for f, t in zip(fg, targets)])
+    cfg = {"maps": ["t1h2o", "ff", "b1"], "map_weights": "equal", "t1h2o_loss_mask": "foreground"}
+    assert _map_weights(targets, data, cfg).tolist() == [1.0, 1.0, 1.0]
+    cfg["map_weights"] = "inverse-variance"
+    w = _map_weights(targets, data, cfg).numpy()
+    var = np.array([np.concatenate([t[:, i][f] for t, f in zip(targets, fg)]).var() for i in range(3)])
+    expect = (1 / var) / (1 / var).mean()
+    np.testing.assert_allclose(w, expect, rtol=1e-5)
+    assert w[0] > w[2] > w[1]  # the map of smallest variance weighs most
+    # with the evaluation mask the T1H2O variance is taken where the target FF < 0.65
+    cfg["t1h2o_loss_mask"] = "evaluation"
+    w2 = _map_weights(targets, data, cfg).numpy()
+    m = [f & (t[:, 1] < 0.65) for t, f in zip(targets, fg)]
+    var[0] = np.concatenate([t[:, 0][k] for t, k in zip(targets, m)]).var()
+    np.testing.assert_allclose(w2, (1 / var) / (1 / var).mean(), rtol=1e-5)

@@ -162,12 +162,16 @@ def occlusion_cmd(checkpoint, preset, cohort, out, seed, epochs, subjects, worke
 @click.option("--steps", type=Num(1, 10**8, integer=True), default=None, help="Optimizer steps (default: the preset's budget).")
 @click.option("--schedule", default=None, help="Learning-rate schedule (see `mrfrecon train --help`; default: the preset's).")
 @click.option("--lr", type=Num(0.0, 10.0, lo_open=True), default=None, help="Base learning rate (default: the preset's).")
+@click.option("--head-init", type=click.Choice(["paper", "target"]), default=None, help="See `mrfrecon train --help`.")
+@click.option("--map-weights", type=click.Choice(["equal", "inverse-variance"]), default=None, help="See `mrfrecon train --help`.")
+@click.option("--t1h2o-loss-mask", type=click.Choice(["foreground", "evaluation"]), default=None, help="See `mrfrecon train --help`.")
 @click.option("--option", "model_option", multiple=True, metavar="NAME.KEY=VALUE",
               help="A network option for the run NAME of --models (e.g. proposed:nobn.batchnorm=false).")
 @click.option("--target", type=click.Choice(["reference", "ground-truth"]), default="reference", show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--threads", type=Num(1, 1024, integer=True), default=None, help="Torch CPU threads (default: the free cores).")
-def overfit_cmd(cohort, out, models, subjects, preset, steps, schedule, lr, model_option, target, seed, threads) -> None:
+def overfit_cmd(cohort, out, models, subjects, preset, steps, schedule, lr, head_init, map_weights, t1h2o_loss_mask,
+                model_option, target, seed, threads) -> None:
     """The overfit test: each network trained on a few subjects, then scored on the same subjects; it passes
     when its T1H2O NRMSE is at most half the constant predictor's (a network that cannot fit its own training
     scans has a defect in how it trains)."""
@@ -185,7 +189,8 @@ def overfit_cmd(cohort, out, models, subjects, preset, steps, schedule, lr, mode
             raise MrfreconError(f"--option {item}: expected NAME.KEY=VALUE with NAME one of --models ({', '.join(names)})")
         opts.setdefault(run, {}).update(parse_model_options([rest]))
     res = run_overfit(out, cohort=cohort, models=names, subjects=subjects, steps=steps, preset=preset, seed=seed,
-                      target=target, schedule=schedule, lr=lr, model_options=opts, log=click.echo)
+                      target=target, schedule=schedule, lr=lr, head_init=head_init, map_weights=map_weights,
+                      t1h2o_loss_mask=t1h2o_loss_mask, model_options=opts, log=click.echo)
     for n, ok in res.passed.items():
         click.echo(f"{n}: T1H2O {res.scores[n]['t1h2o']:.4f} vs constant {res.constant['t1h2o']:.4f} — "
                    f"{'pass' if ok else 'FAIL'}")

@@ -50,6 +50,9 @@ _MODELS = ["proposed", "cohen2018", "fang2018", "balsiger2018"]
 @click.option("--head-init", type=click.Choice(["paper", "target"]), default=None,
               help="paper: Glorot weights, unit-scale batch norms; target: the output starts at the training targets' "
                    "mean and SD per map (architecture unchanged; default: the preset's).")
+@click.option("--map-weights", type=click.Choice(["equal", "inverse-variance"]), default=None,
+              help="How the maps' loss terms add up: equal (the paper) or each divided by its target's variance in its loss "
+                   "mask (default: the preset's).")
 @click.option("--init", "init", default=None, metavar="CHECKPOINT|shipped:NAME",
               help="Fine-tune: start from a trained checkpoint's weights and map normalization (same sequence, maps, network).")
 @click.option("--t1h2o-loss-mask", type=click.Choice(["foreground", "evaluation"]), default=None,
@@ -72,7 +75,7 @@ _MODELS = ["proposed", "cohen2018", "fang2018", "balsiger2018"]
 @click.option("--half-inputs", is_flag=True,
               help="Hold the normalized series as float16 in memory (half the RAM; paper scale ~32 GB instead of ~64).")
 def train_cmd(model, cohort, out, preset, target, steps, epochs, schedule, eval_every, patience, stop_window, min_steps,
-              augment, head_init, init, t1h2o_loss_mask, batch_size, lr, width, patch, receptive_field, model_option, seed, resume, amp,
+              augment, head_init, map_weights, init, t1h2o_loss_mask, batch_size, lr, width, patch, receptive_field, model_option, seed, resume, amp,
               workers, half_inputs) -> None:
     """Train a network on a cohort; keeps the model with the best validation NRMSE."""
     import sys
@@ -87,7 +90,7 @@ def train_cmd(model, cohort, out, preset, target, steps, epochs, schedule, eval_
     best = train(model, cohort, out, preset=preset, target=target, seed=seed, epochs=epochs, steps=steps,
                  batch_size=batch_size, lr=lr, schedule=schedule, eval_every=eval_every, width=width, patch=patch,
                  model_options=options, patience=patience, stop_window=stop_window, min_steps=min_steps, augment=augment,
-                 head_init=head_init, init=init, t1h2o_loss_mask=t1h2o_loss_mask, resume=resume, amp=amp,
+                 head_init=head_init, map_weights=map_weights, init=init, t1h2o_loss_mask=t1h2o_loss_mask, resume=resume, amp=amp,
                  workers=workers, half_inputs=half_inputs, log=click.echo, show_progress=sys.stderr.isatty())
     click.echo(f"best checkpoint: {best}")
 

@@ -8,7 +8,7 @@ the same subjects; pass when the T1H2O NRMSE against the training target is ≤ 
 constant predictor's (the training mean), as the MLP and the 5 × 5 CNN without batch norm do.
 
 Each network is trained by :func:`mrfrecon.training.train` on a cohort index made of the first
-``subjects`` training subjects of the given cohort (its scans are used in place, the validation
+``subjects`` training subjects of the given cohort (its scans linked, not copied; the validation
 split is the cohort's first validation subject), with the preset's schedule over ``steps``
 optimizer steps and no early stopping; the scores are NRMSE per map over each training scan's
 volume with the paper's masks, averaged over the subjects.
@@ -36,16 +36,23 @@ PASS_RATIO = 0.5
 
 def overfit_cohort(index: CohortIndex, out: str | os.PathLike[str], subjects: int) -> CohortIndex:
     """A cohort index in ``out`` with the first ``subjects`` training subjects of ``index`` and its
-    first validation and test subject; the scans stay where they are (absolute paths)."""
+    first validation and test subject; the scans stay where they are (symbolic links)."""
     train = list(index.split["train"])[:subjects]
     if len(train) < subjects:
         raise MrfreconError(f"{index.root}: --subjects {subjects}: the cohort has only {len(train)} training subjects")
     if not index.split["val"]:
         raise MrfreconError(f"{index.root}: the validation split is empty")
     val, test = list(index.split["val"])[:1], list(index.split["test"])[:1]
-    subs = {s: {**index.subjects[s], "file": str(index.path(s).resolve())} for s in train + val + test}
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
+    subs = {}
+    for s in train + val + test:  # the scans stay where they are: a link each (a cohort lists files inside its folder)
+        src, link = index.path(s).resolve(), root / index.path(s).name
+        if link.is_symlink() and link.resolve() != src:
+            link.unlink()
+        if not link.exists():
+            link.symlink_to(src)
+        subs[s] = {**index.subjects[s], "file": link.name}
     sub = CohortIndex(root, subs, {"train": train, "val": val, "test": test},
                       {**index.attrs, "overfit_of": str(index.root.resolve())})
     sub.save()
@@ -108,10 +115,11 @@ class OverfitResult:
 def run_overfit(out: str | os.PathLike[str], *, cohort: str | os.PathLike[str], models: Sequence[str],
                 subjects: int = 4, steps: int | None = None, preset: str = "study", seed: int = 0,
                 target: str = "reference", schedule: str | None = None, lr: float | None = None,
+                head_init: str | None = None, map_weights: str | None = None, t1h2o_loss_mask: str | None = None,
                 model_options: Mapping[str, Mapping[str, Any]] | None = None, log: Log = print) -> OverfitResult:
     """Train each of ``models`` on the first ``subjects`` training subjects of ``cohort`` for
-    ``steps`` optimizer steps (default: the preset's budget) with the preset's schedule (or
-    ``schedule``/``lr``), patience off; score the same subjects; write ``report.md`` in ``out``.
+    ``steps`` optimizer steps (default: the preset's budget) with the preset's scheme (or
+    ``schedule``, ``lr``, ``head_init``, ``map_weights``, ``t1h2o_loss_mask``), patience off; score the same subjects; write ``report.md`` in ``out``.
     ``model_options``: per model name, options for :func:`mrfrecon.models.build` (a name may
     carry a suffix ``name:variant`` to train the same network twice with different options)."""
     from ..training import train
@@ -140,7 +148,8 @@ def run_overfit(out: str | os.PathLike[str], *, cohort: str | os.PathLike[str], 
             log(f"{name}: reusing {run_dir}")
         else:
             train(model, sub.root, run_dir, preset=preset, target=tgt, seed=seed, steps=steps, schedule=schedule, lr=lr,
-                  patience=0, model_options=opts, resume=resume, log=lambda m, n=name: log(f"{n}: {m}"))
+                  head_init=head_init, map_weights=map_weights, t1h2o_loss_mask=t1h2o_loss_mask, patience=0,
+                  model_options=opts, resume=resume, log=lambda m, n=name: log(f"{n}: {m}"))
         runs[name] = run_dir
         scores[name] = overfit_scores(run_dir / "checkpoint_last.pt", sub, target)
         log(f"{name}: training-scan NRMSE " + ", ".join(f"{m} {v:.4f}" for m, v in scores[name].items())
@@ -163,6 +172,9 @@ def run_overfit(out: str | os.PathLike[str], *, cohort: str | os.PathLike[str], 
     report = rep.write(settings={"preset": preset, "cohort": str(index.root), "subjects": subjects,
                                  "steps": steps if steps is not None else "the preset's", "schedule": schedule or "the preset's",
                                  "lr": lr if lr is not None else "the preset's", "seed": seed, "target": target,
-                                 "model options": {k: dict(v) for k, v in (model_options or {}).items()}})
+                                 "head init": head_init or "the preset's", "map weights": map_weights or "the preset's",
+                                 "T1H2O loss mask": t1h2o_loss_mask or "the preset's",
+                                 "model options": {k: dict(v) for k, v in (model_options or {}).items()}},
+                       seeds={"training (model init, patch order)": seed})
     log(f"wrote {report}")
     return OverfitResult(out, scores, const, passed, runs, report)

@@ -33,7 +33,7 @@ __all__ = ["RunInfo", "RunSpec", "batchnorm_options", "canonical_options", "run_
            "train_runs"]
 
 _SETTING_KEYS = ("model", "target", "maps", "seed", "budget", "batch_size", "lr", "width", "patch", "eval_every",
-                 "validate_every", "schedule", "stopping", "augment", "head_init", "model_options",
+                 "validate_every", "schedule", "stopping", "augment", "head_init", "map_weights", "model_options",
                  "t1h2o_loss_mask")
 DIVERGED = "diverged.txt"
 #: Relative training cost per epoch (measured at the study preset, one thread): the order in which

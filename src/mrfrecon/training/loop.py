@@ -57,12 +57,14 @@ class TrainingDiverged(MrfreconError):
 # Settings that must agree between a run and its resumption (anything else may change).
 _RESUME_KEYS = ("model", "spec", "target", "maps", "seed", "batch_size", "lr", "patch", "half_inputs",
                 "train_subjects", "val_subjects", "world_size", "sequence_digest", "t1h2o_loss_mask", "schedule",
-                "eval_every", "augment", "init", "head_init")
+                "eval_every", "augment", "init", "head_init", "map_weights")
 #: Where the T1H2O term of the loss counts: every foreground voxel (the paper and its code), or
 #: only where the target FF < 0.65 — the voxels the evaluation scores (paper, section 2.3).
 #: Elsewhere the reference T1H2O of water-poor voxels is dictionary-matching noise: at the study
 #: preset 92 % of the T1H2O target's variance lies there (docs/study/t1h2o_strata.md).
 T1H2O_LOSS_MASKS = ("foreground", "evaluation")
+#: How the maps' loss terms add up: ``equal`` (the paper) or ``inverse-variance`` (see :func:`train`).
+MAP_WEIGHTS = ("equal", "inverse-variance")
 DEFAULT_T1H2O_LOSS_MASK = "foreground"  # also what runs from before the option were trained with
 
 
@@ -124,7 +126,8 @@ def _resolve_config(model: str, preset: str, target: str, maps: Sequence[str], s
                     model_options: dict[str, Any] | None, patience: int | None = None,
                     t1h2o_loss_mask: str | None = None, *, steps: int | None = None, eval_every: int | None = None,
                     schedule: str | None = None, stop_window: int | None = None, min_steps: int | None = None,
-                    augment: bool | None = None, init: str | None = None, head_init: str | None = None) -> dict[str, Any]:
+                    augment: bool | None = None, init: str | None = None, head_init: str | None = None,
+                    map_weights: str | None = None) -> dict[str, Any]:
     p = load_preset(preset)["training"]
     if steps is not None and epochs is not None:
         raise MrfreconError("--steps and --epochs: give one budget, not both")
@@ -150,12 +153,15 @@ def _resolve_config(model: str, preset: str, target: str, maps: Sequence[str], s
                                   min_steps=int(p.get("min_steps", 0) if min_steps is None else min_steps)).to_dict(),
         "augment": bool(p.get("augment", False) if augment is None else augment),
         "head_init": str(p.get("head_init", "paper") if head_init is None else head_init),
+        "map_weights": str(p.get("map_weights", "equal") if map_weights is None else map_weights),
         "model_options": dict(model_options or {}),
         "t1h2o_loss_mask": str(p.get("t1h2o_loss_mask", DEFAULT_T1H2O_LOSS_MASK) if t1h2o_loss_mask is None
                                else t1h2o_loss_mask),
         "init": None if init is None else str(init),
     }
     cfg["patience"] = cfg["stopping"]["patience"]
+    if cfg["map_weights"] not in MAP_WEIGHTS:
+        raise MrfreconError(f"--map-weights: expected one of {', '.join(MAP_WEIGHTS)}, got {cfg['map_weights']!r}")
     if cfg["head_init"] not in HEAD_INITS:
         raise MrfreconError(f"--head-init: expected one of {', '.join(HEAD_INITS)}, got {cfg['head_init']!r}")
     if cfg["t1h2o_loss_mask"] not in T1H2O_LOSS_MASKS:
@@ -202,6 +208,7 @@ def train(
     min_steps: int | None = None,
     augment: bool | None = None,
     head_init: str | None = None,
+    map_weights: str | None = None,
     t1h2o_loss_mask: str | None = None,
     init: str | os.PathLike[str] | None = None,
     resume: bool = False,
@@ -254,6 +261,11 @@ def train(
     head_init
         ``"paper"`` (Glorot, unit-scale batch norms) or ``"target"``: the output starts at the
         training targets' mean and SD per map (:mod:`.output_init`; architecture unchanged).
+    map_weights
+        ``"equal"`` (the paper: the mean of the maps' masked MSEs) or ``"inverse-variance"``: each
+        map's term divided by its target's variance inside its loss mask over the training split
+        (weights normalized to mean 1), so that a map of small normalized variance (T1H2O in
+        muscle) weighs as much as the others.
     t1h2o_loss_mask
         ``"foreground"`` (the paper: the T1H2O loss over every foreground voxel) or
         ``"evaluation"`` (only where the target FF < 0.65; :data:`T1H2O_LOSS_MASKS`).
@@ -286,7 +298,8 @@ def train(
     cfg = _resolve_config(model, preset, target, tuple(maps), seed, epochs, batch_size, lr, width, patch, model_options,
                           patience, t1h2o_loss_mask, steps=steps, eval_every=eval_every, schedule=schedule,
                           stop_window=stop_window, min_steps=min_steps, augment=augment,
-                          init=None if init is None else os.fspath(init), head_init=head_init)
+                          init=None if init is None else os.fspath(init), head_init=head_init,
+                          map_weights=map_weights)
     cfg["half_inputs"] = bool(half_inputs)
     dst, dev = init_distributed(device)
     # one writer per run folder (rank 0 writes it; other ranks of the same run do not lock)
@@ -326,6 +339,7 @@ class _Run:
     schedule: Schedule
     stopping: EarlyStopping
     workers: int = 0
+    weights: torch.Tensor | None = None  # per-map loss weights (M,) ("map_weights")
     step: int = 0  # optimizer steps done
     passes: int = 0  # permutations of the samples begun
     order: list[int] = field(default_factory=list)  # the current permutation (encoded items)
@@ -441,6 +455,7 @@ def _setup(model: str, cohort: Path, out: Path, dst: Dist, dev: torch.device, cf
         raise MrfreconError(f"{cohort}: the training scans have no foreground: no training patches")
     if cfg["head_init"] == "target" and init is None and last is None:
         _calibrate(net, dataset, targets, data, cfg)
+    weights = _map_weights(targets, data, cfg)
     per_epoch = -(-len(dataset) // cfg["batch_size"])
     budget = cfg["budget"]
     cfg["steps"] = int(budget["steps"]) if "steps" in budget else int(budget["epochs"]) * per_epoch
@@ -456,7 +471,7 @@ def _setup(model: str, cohort: Path, out: Path, dst: Dist, dev: torch.device, cf
     if workers is None:
         workers = 0 if dev.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) // 2))
     run = _Run(cfg, out, dst, dev, data, net, net, dataset, optimizer, scaler, amp_dtype,
-               torch.Generator().manual_seed(cfg["seed"]), schedule, stopping, workers=workers)
+               torch.Generator().manual_seed(cfg["seed"]), schedule, stopping, workers=workers, weights=weights.to(dev))
     if last is not None:
         _restore(run, last)
 
@@ -483,6 +498,21 @@ def _calibrate(net: nn.Module, dataset: PatchDataset, targets: list[np.ndarray],
     items = [dataset[int(i) * (8 if dataset.augment else 1)] for i in np.linspace(0, len(dataset) - 1, n).astype(int)]
     x, _, mask = (torch.stack(t) for t in zip(*items, strict=True))
     calibrate_output(net, x, mask, mean, sd)
+
+
+def _map_weights(targets: list[np.ndarray], data: TrainData, cfg: dict[str, Any]) -> torch.Tensor:
+    """Per-map loss weights (M,): ones ("equal"), or 1 / the target's variance inside each map's
+    loss mask over the training split ("inverse-variance"), normalized to mean 1."""
+    m = len(cfg["maps"])
+    if cfg["map_weights"] == "equal":
+        return torch.ones(m)
+    masks = _loss_masks(data, cfg) or [np.repeat(s.foreground[:, None], m, axis=1) for s in data.train]
+    var = np.array([np.concatenate([t[:, i][k[:, i]] for t, k in zip(targets, masks, strict=True)]).var()
+                    for i in range(m)])
+    if not np.all(var > 0):
+        raise MrfreconError(f"--map-weights inverse-variance: a target map is constant in its loss mask ({dict(zip(cfg['maps'], var))})")
+    w = 1.0 / var
+    return torch.tensor(w / w.mean(), dtype=torch.float32)
 
 
 def _loss_masks(data: TrainData, cfg: dict[str, Any]) -> list[np.ndarray] | None:
@@ -570,7 +600,8 @@ def _train_period(run: _Run, n_steps: int) -> tuple[float, dict[str, float], flo
             with autocast(dev, run.amp_dtype):
                 pred = run.train_net(x)
             per_map = masked_mse_per_map(pred.float(), y, mask)  # (M,)
-            loss = per_map.mean()  # = masked_mse: every map has as many elements
+            # = masked_mse with equal weights (every map has as many elements)
+            loss = per_map.mean() if run.weights is None else (per_map * run.weights).mean()
             run.optimizer.zero_grad(set_to_none=True)
             if run.scaler is not None:  # fp16: scaled gradients
                 run.scaler.scale(loss).backward()
