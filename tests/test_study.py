@@ -283,3 +283,20 @@ def test_a_run_with_default_model_options_is_the_same_run(tiny_cohort, tmp_path)
     same = train_or_reuse("c", "cohen2018", tiny_cohort, d, preset="tiny", epochs=1, model_options={"activation": "tanh"})
     other = train_or_reuse("c", "cohen2018", tiny_cohort, d, preset="tiny", epochs=1, model_options={"activation": "relu"})
     assert (first.status, same.status, other.status) == ("trained", "reused", "trained")
+
+
+def test_the_overfit_test_passes_a_network_that_fits_and_fails_one_that_does_not(tiny_cohort, tmp_path):
+    """docs/study/overfit/ablation.md: a network must fit its own training scans' T1H2O to ≤ half
+    the constant's NRMSE. DRONE at the tiny scale does, on the ground truth, in 600 steps; the same
+    network with a learning rate too small to move stays at the constant and fails."""
+    from mrfrecon.experiments.overfit import PASS_RATIO, run_overfit
+
+    kw = dict(cohort=tiny_cohort.root, models=["cohen2018"], subjects=2, preset="tiny", target="ground-truth",
+              head_init="target", map_weights="inverse-variance", t1h2o_loss_mask="evaluation", log=lambda m: None)
+    ok = run_overfit(tmp_path / "fits", steps=600, lr=3e-3, schedule="cosine:warmup=60,final=0.02", **kw)
+    assert ok.passed["cohen2018"] and ok.scores["cohen2018"]["t1h2o"] <= PASS_RATIO * ok.constant["t1h2o"]
+    assert (ok.runs["cohen2018"] / "learning_curves.png").is_file() and (tmp_path / "fits" / "report.md").is_file()
+    stuck = run_overfit(tmp_path / "stuck", steps=40, lr=1e-6, schedule="constant", **kw)
+    assert not stuck.passed["cohen2018"] and stuck.scores["cohen2018"]["t1h2o"] > 0.8 * stuck.constant["t1h2o"]
+    # the constant is the training mean scored on the same scans, independent of the network
+    assert stuck.constant == ok.constant

@@ -147,7 +147,12 @@ def run_overfit(out: str | os.PathLike[str], *, cohort: str | os.PathLike[str], 
         if not resume and (run_dir / "checkpoint_best.pt").is_file():
             log(f"{name}: reusing {run_dir}")
         else:
+            from ..presets import load_preset
+
+            # ten evaluations per run where the preset sets none (an epoch of a few subjects is a few steps)
+            every = None if "eval_every" in load_preset(preset)["training"] or steps is None else max(1, steps // 10)
             train(model, sub.root, run_dir, preset=preset, target=tgt, seed=seed, steps=steps, schedule=schedule, lr=lr,
+                  eval_every=every,
                   head_init=head_init, map_weights=map_weights, t1h2o_loss_mask=t1h2o_loss_mask, patience=0,
                   model_options=opts, resume=resume, log=lambda m, n=name: log(f"{n}: {m}"))
         runs[name] = run_dir

@@ -347,6 +347,11 @@ class _Run:
     best_score: float = math.inf
     best_step: int = 0
     stopped: bool = False  # ended early (smoothed validation)
+    # the training loss (weighted, as optimized) every ~1 % of the budget: (step, mean over the bucket);
+    # the convergence criterion reads it (evaluations may be too sparse for "the last 10 % of steps")
+    trace: list[tuple[int, float]] = field(default_factory=list)
+    trace_sum: float = 0.0
+    trace_n: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
     say: Callable[[str], None] = print
     show_progress: bool = False
@@ -553,6 +558,8 @@ def _restore(run: _Run, last: Checkpoint) -> None:
     if run.best_step and not (run.out / BEST).is_file():
         raise MrfreconError(f"{run.out / BEST}: missing; the run cannot be resumed consistently")
     run.rows = [dict(r) for r in t["log_rows"]]
+    run.trace = [(int(a), float(b)) for a, b in t.get("trace", [])]
+    run.trace_sum, run.trace_n = float(t.get("trace_sum", 0.0)), int(t.get("trace_n", 0))
     run.passes, run.pos, run.order = int(t["passes"]), int(t["pos"]), [int(v) for v in t["order"]]
     run.net.load_state_dict(last.state_dict)
     run.optimizer.load_state_dict(t["optimizer"])
@@ -588,6 +595,8 @@ def _train_period(run: _Run, n_steps: int) -> tuple[float, dict[str, float], flo
     t0 = time.perf_counter()
     m = len(run.maps)
     sums = torch.zeros(m + 1, dtype=torch.float64, device=dev)  # per-map squared error sums, samples
+    bucket = max(1, cfg["steps"] // 100)
+    acc = torch.zeros((), dtype=torch.float64, device=dev)  # this bucket's loss sum, read once per bucket
     total = sum(len(b) for b in local)
     seen = 0
     base = cfg["lr"]
@@ -612,6 +621,13 @@ def _train_period(run: _Run, n_steps: int) -> tuple[float, dict[str, float], flo
                 run.optimizer.step()
             run.step += 1
             sums[:m] += per_map.detach().double() * len(x)
+            acc += loss.detach().double()
+            run.trace_n += 1
+            if run.step % bucket == 0 or run.step == cfg["steps"]:
+                run.trace_sum += float(acc)
+                acc.zero_()
+                run.trace.append((run.step, run.trace_sum / run.trace_n))
+                run.trace_sum, run.trace_n = 0.0, 0
             sums[m] += len(x)
             seen += len(x)
             if i % 10 == 0 or seen == total:  # float() waits for the GPU: not every step
@@ -621,6 +637,7 @@ def _train_period(run: _Run, n_steps: int) -> tuple[float, dict[str, float], flo
                                            f"its checkpoints are those of step {run.best_step or 0} (best) and the "
                                            "last evaluation. Try a lower learning rate, a warm-up or another seed")
                 update(seen, running, seen / max(time.perf_counter() - t0, 1e-9))
+    run.trace_sum += float(acc)  # a bucket that spans two periods (they end on an evaluation, not a bucket)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0
@@ -675,10 +692,11 @@ def _evaluate(run: _Run, train_loss: float, per_map: dict[str, float], seconds: 
         "step": run.step, "passes": run.passes, "pos": run.pos, "order": list(run.order),
         "best_score": run.best_score, "best_step": run.best_step, "log_rows": run.rows,
         "rng": rng_state(run.order_gen), "config": cfg, "stopped": run.stopped, "convergence": verdict.to_dict(),
+        "trace": [[int(a), float(b)] for a, b in run.trace], "trace_sum": run.trace_sum, "trace_n": run.trace_n,
     }
     save_checkpoint(run.out / LAST, state, run.meta(score), training)
     atomic_write_text(run.out / LOG, _log_csv(run.rows, run.maps))
-    atomic_write_text(run.out / CONVERGENCE, json.dumps({**verdict.to_dict(), "steps": run.step, "budget": cfg["steps"],
+    atomic_write_text(run.out / CONVERGENCE, json.dumps({**_jsonable(verdict.to_dict()), "steps": run.step, "budget": cfg["steps"],
                                                          "best_step": run.best_step, "schedule": str(run.schedule),
                                                          "stopping": cfg["stopping"]}, indent=1))
     _write_curves(run)
@@ -692,11 +710,17 @@ def _evaluate(run: _Run, train_loss: float, per_map: dict[str, float], seconds: 
                 f"scores has not improved for {run.stopping.patience} evaluations")
 
 
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    """NaN → None: strict JSON has no NaN."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
 def _verdict(run: _Run) -> Convergence:
-    rows = run.rows
-    return assess_convergence([int(r["step"]) for r in rows], [float(r["train_loss"]) for r in rows],
-                              run.lr_factor(max(0, run.step - 1)) if parse_schedule(run.cfg["schedule"]).name != "plateau"
-                              else run.lr_factor(run.step), run.stopped)
+    """The convergence verdict from the fine training-loss trace and the schedule's last factor."""
+    steps, losses = ([a for a, _ in run.trace], [b for _, b in run.trace]) if run.trace else \
+        ([int(r["step"]) for r in run.rows], [float(r["train_loss"]) for r in run.rows])
+    last = max(0, run.step - 1)
+    return assess_convergence(steps, losses, run.lr_factor(last), run.stopped)
 
 
 def _write_curves(run: _Run) -> None:
