@@ -330,3 +330,66 @@ def test_train_command_passes_network_options(cohort, tmp_path):
         r = CliRunner().invoke(cli, [*common, "--out", str(tmp_path / "b"), *bad], obj={})
         assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output, r.output
         assert not (tmp_path / "b" / "checkpoint_best.pt").exists()
+
+
+def test_schedules_resume_exactly_mid_schedule_and_bad_schedules_are_one_line(cohort, tmp_path):
+    """A cosine schedule with warm-up, interrupted mid-schedule and resumed, gives the same weights,
+    optimizer state and log as the uninterrupted run; the logged learning rate follows the closed
+    form; resuming with another schedule is refused naming it; bad schedules are one line, exit 2."""
+    from click.testing import CliRunner
+
+    from mrfrecon.cli import cli
+    from mrfrecon.training import train
+    from mrfrecon.training.schedule import parse_schedule
+
+    kw = dict(preset="tiny", width=0.1, patch=8, seed=5, log=None, steps=12, eval_every=4,
+              schedule="cosine:warmup=3,final=0.1", head_init="target", map_weights="inverse-variance")
+    train("proposed", cohort, tmp_path / "a", **kw)
+    # the run "b" is interrupted after its second evaluation (step 8 of 12): the same run, stopped there
+    import mrfrecon.training.loop as loop
+
+    class Stop(Exception):
+        pass
+
+    real = loop._evaluate
+    seen = {"n": 0}
+
+    def stop_after_two(run, *a):
+        real(run, *a)
+        seen["n"] += 1
+        if seen["n"] == 2:
+            raise Stop
+
+    loop._evaluate = stop_after_two
+    try:
+        with pytest.raises(Stop):
+            train("proposed", cohort, tmp_path / "b", **kw)
+    finally:
+        loop._evaluate = real
+    assert torch.load(tmp_path / "b" / "checkpoint_last.pt", weights_only=True)["training"]["step"] == 8
+    with pytest.raises(MrfreconError, match="different settings: schedule"):
+        train("proposed", cohort, tmp_path / "b", resume=True, **{**kw, "schedule": "cosine:warmup=3,final=0.2"})
+    with pytest.raises(MrfreconError, match="different settings: steps"):  # a cosine's rate depends on the budget
+        train("proposed", cohort, tmp_path / "b", resume=True, **{**kw, "steps": 16})
+    train("proposed", cohort, tmp_path / "b", resume=True, **kw)
+    a, b = _state(tmp_path / "a" / "checkpoint_last.pt"), _state(tmp_path / "b" / "checkpoint_last.pt")
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    for i in a["training"]["optimizer"]["state"]:
+        for k in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(a["training"]["optimizer"]["state"][i][k], b["training"]["optimizer"]["state"][i][k])
+    la, lb = _log(tmp_path / "a" / "log.csv"), _log(tmp_path / "b" / "log.csv")
+    drop = ("seconds", "patches_per_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in la] == [{k: v for k, v in r.items() if k not in drop} for r in lb]
+    s = parse_schedule(kw["schedule"])
+    assert [float(r["lr"]) for r in la] == pytest.approx([1e-3 * s.factor(k - 1, 12) for k in (4, 8, 12)], rel=1e-5)
+    assert a["training"]["trace"] == b["training"]["trace"] and len(a["training"]["trace"]) == 12
+    common = ["train", "--model", "cohen2018", "--cohort", str(cohort), "--steps", "20", "--width", "0.1", "--patch", "8"]
+    for bad, says in ((["--schedule", "linear"], "--schedule: unknown schedule 'linear'"),
+                      (["--schedule", "cosine:warmup=20"], "warmup 20 must be shorter than the budget of 20"),
+                      (["--schedule", "step:every=5,decay=0"], "decay must be in (0, 1)"),
+                      (["--schedule", "step:every=5,decay=-1"], "decay must be in (0, 1)"),
+                      (["--epochs", "2"], "give one budget, not both")):
+        r = CliRunner().invoke(cli, [*common, "--out", str(tmp_path / "c"), *bad], obj={})
+        assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
