@@ -354,3 +354,25 @@ def test_early_frames_test_finds_early_importance():
     assert float(rows[0]["p (two-sided)"]) == pytest.approx(2 / 2**8, rel=1e-2)
     assert rows[1]["scans where the early frames matter more"] == "0 / 8"
     assert rows[1]["p (two-sided)"] == rows[1]["W"] == "nan"  # identical samples: no test
+
+
+def test_receptive_field_with_two_seeds_averages_each_scan_over_the_seeds(compared, tmp_path):
+    from mrfrecon.experiments.overfit import overfit_scores
+    from mrfrecon.io import CohortIndex
+
+    out = tmp_path / "rf2"
+    r = run("experiment", "receptive-field", "--preset", "tiny", "--cohort", str(compared / "cohort"), "--out", str(out),
+            "--fields", "1,3", "--epochs", "1", "--threads", "1", "--seeds", "2", "--seed", "4")
+    assert "best receptive field" in r.output
+    runs = {(f, s): out / "runs" / "reference" / f"rf{f:02d}" / f"seed-{s}" / "checkpoint_best.pt" for f in (1, 3) for s in (4, 5)}
+    assert all(p.is_file() for p in runs.values())
+    index = CohortIndex.load(compared / "cohort")
+    assert len(index.paths("test")) == 1  # one test scan: its NRMSE per field is the mean of the two seeds'
+    rows = {(int(r_["receptive_field"]), r_["map"]): float(r_["nrmse"]) for r_ in _csv(out / "nrmse_per_scan.csv")
+            if r_["against"] == "reference"}
+    for f in (1, 3):
+        per_seed = [overfit_scores(runs[(f, s)], index, "reference", split="test") for s in (4, 5)]
+        for m in ("t1h2o", "ff", "b1"):
+            assert rows[(f, m)] == pytest.approx((per_seed[0][m] + per_seed[1][m]) / 2, rel=1e-4)
+        assert per_seed[0] != per_seed[1]  # two different networks
+    assert "4, 5" in (out / "report.md").read_text()

@@ -100,8 +100,10 @@ def compare_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, s
               help="Early stopping: epochs without a better validation NRMSE (0: off; default: the preset's).")
 @click.option("--batchnorm", type=click.Choice(["on", "off"]), default="on", show_default=True,
               help="on: the proposed CNN as published; off: without batch normalization (a deviation).")
+@click.option("--seeds", type=Num(1, 1000, integer=True), default=1, show_default=True,
+              help="Training seeds per field (SEED, SEED+1, ...); a scan's NRMSE is the mean over them.")
 def receptive_field_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, fields, target, width, patch, jobs,
-                        patience, batchnorm) -> None:
+                        patience, batchnorm, seeds) -> None:
     """Experiment 2 (Figure 3): the proposed CNN per receptive field; per-scan NRMSE boxplots and paired
     Wilcoxon signed-rank tests against the best field, Bonferroni-corrected."""
     from ..experiments.receptive_field import parse_fields, run_receptive_field
@@ -109,6 +111,7 @@ def receptive_field_cmd(preset, cohort, out, seed, epochs, subjects, workers, th
     check_out(out, kind="dir")
     set_threads(threads)
     res = run_receptive_field(out, preset=preset, cohort=cohort, fields=parse_fields(fields), target=target, seed=seed,
+                              seeds=seeds,
                               epochs=epochs, subjects=subjects, width=width, patch=patch, patience=patience,
                               workers=workers, jobs=jobs, batchnorm=batchnorm == "on",
                               log=click.echo, progress=progress)

@@ -122,6 +122,7 @@ def run_receptive_field(
     fields: Sequence[int] = DEFAULT_FIELDS,
     target: str = "reference",
     seed: int = 0,
+    seeds: int = 1,
     epochs: int | None = None,
     subjects: int | None = None,
     width: float | None = None,
@@ -134,8 +135,9 @@ def run_receptive_field(
     progress: Callable[[int, str], Any] | None = None,
 ) -> RFResult:
     """Run the receptive-field sweep into the result folder ``out`` (module docstring).
-    Arguments as :func:`mrfrecon.experiments.compare.run_compare` (one training seed per
-    field: ``seed``); ``target`` is ``"reference"`` or ``"ground-truth"`` (the training
+    Arguments as :func:`mrfrecon.experiments.compare.run_compare`; ``seeds`` training seeds per
+    field (``seed``, ``seed + 1``, …; a scan's NRMSE is the mean over a field's seeds, so the tests
+    compare fields rather than single networks); ``target`` is ``"reference"`` or ``"ground-truth"`` (the training
     target and the NRMSE's reference); ``jobs`` trainings at once; ``batchnorm`` False: the
     proposed CNN without batch normalization (a deviation from the paper)."""
     import torch
@@ -159,9 +161,14 @@ def run_receptive_field(
 
     if jobs < 1:
         raise MrfreconError(f"jobs: expected >= 1, got {jobs}")
+    if seeds < 1:
+        raise MrfreconError(f"seeds: expected >= 1, got {seeds}")
     bn = batchnorm_options("proposed", batchnorm)
-    specs = [RunSpec(f"proposed {f}×{f}", "proposed", target, seed, out / "runs" / target / f"rf{f:02d}",
-                     {"receptive_field": f, **bn}) for f in fields]
+    seed_list = list(range(seed, seed + seeds))
+    # one seed: the first design's folders (rf<f>); several: rf<f>/seed-<s>
+    specs = [RunSpec(f"proposed {f}×{f}" + (f" s{s_}" if seeds > 1 else ""), "proposed", target, s_,
+                     out / "runs" / target / f"rf{f:02d}" / (f"seed-{s_}" if seeds > 1 else ""),
+                     {"receptive_field": f, **bn}) for f in fields for s_ in seed_list]
     with sw("training"):
         runs: list[RunInfo] = train_runs(specs, index, preset=preset, jobs=jobs, epochs=epochs, width=width, patch=patch,
                                          patience=patience, log=log, progress=progress)
@@ -170,8 +177,9 @@ def run_receptive_field(
         raise MrfreconError("receptive-field sweep: " + "; ".join(f"{r.name} diverged ({r.message})" for r in failed))
 
     dev = default_device()
-    cks = {f: load_checkpoint(r.checkpoint) for f, r in zip(fields, runs, strict=True)}
-    nets = {f: ck.build_model(dev) for f, ck in cks.items()}
+    keys = [(f, s_) for f in fields for s_ in seed_list]  # the order of specs and runs
+    cks = {k: load_checkpoint(r.checkpoint) for k, r in zip(keys, runs, strict=True)}
+    nets = {k: ck.build_model(dev) for k, ck in cks.items()}
     against_list = [target]
     values: dict[str, dict[str, dict[int, list[float]]]] = {}
     with sw("prediction and NRMSE (test split)"), bar(len(test_paths), "predicting the test scans") as cb, \
@@ -186,15 +194,19 @@ def run_receptive_field(
             if i == 0 and target == "reference" and all(m in scan.maps for m in MAPS):
                 against_list.append("ground-truth")
             for f in fields:
-                pred = predict_normalized(cks[f], nets[f], series, scan.foreground, dev)
-                for a in against_list:
-                    ref = sources[a]
-                    if not all(m in ref for m in MAPS):
-                        raise MrfreconError(f"{p}: no {a} maps to compute the NRMSE against")
-                    masks = masks_for(ref["ff"], scan.foreground, maps=MAPS)
-                    for m in MAPS:
-                        values.setdefault(a, {}).setdefault(m, {}).setdefault(f, []).append(
-                            nrmse(pred[m], ref[m], masks[m]))
+                per_seed: dict[str, dict[str, list[float]]] = {}
+                for s_ in seed_list:
+                    pred = predict_normalized(cks[(f, s_)], nets[(f, s_)], series, scan.foreground, dev)
+                    for a in against_list:
+                        ref = sources[a]
+                        if not all(m in ref for m in MAPS):
+                            raise MrfreconError(f"{p}: no {a} maps to compute the NRMSE against")
+                        masks = masks_for(ref["ff"], scan.foreground, maps=MAPS)
+                        for m in MAPS:
+                            per_seed.setdefault(a, {}).setdefault(m, []).append(nrmse(pred[m], ref[m], masks[m]))
+                for a, by_map in per_seed.items():  # the scan's NRMSE: the mean over the field's seeds
+                    for m, v in by_map.items():
+                        values.setdefault(a, {}).setdefault(m, {}).setdefault(f, []).append(float(np.mean(v)))
             del series
             cb(i + 1)
     del nets
@@ -257,16 +269,18 @@ def run_receptive_field(
     rep.link(fw, "every test (statistic, raw and corrected p, note where no test was possible)")
     rep.link(fp, "per-scan NRMSE")
     rep.text("")
-    runrows = [{"receptive field": f"{f}×{f}", "parameters": f"{r.parameters:,}", "status": r.status,
+    runrows = [{"receptive field": f"{f}×{f}", "seed": s_, "parameters": f"{r.parameters:,}", "status": r.status,
                 "training s": f"{r.seconds:.0f}", "best step": r.best_step, "converged": "yes" if r.converged else "NO", "val NRMSE": fmt(r.val_nrmse),
-                "checkpoint": rep.rel(r.checkpoint)} for f, r in zip(fields, runs, strict=True)]
+                "checkpoint": rep.rel(r.checkpoint)} for (f, s_), r in zip(keys, runs, strict=True)]
     rep.text("## Training runs\n\nParameter counts differ between fields (the paper's footnote 3: not compensated).")
     rep.table("training", runrows, list(runrows[0]))
     settings = {"preset": preset, "target": target, "fields": list(fields), "cohort": str(index.root),
                 "batch normalization": "as published" if batchnorm else "off (a deviation, docs/RESULTS.md)",
                 **{k: v for k, v in runs[0].settings.items() if k not in ("model", "target", "model_options")},
                 "test scans": n_scans, "alpha": ALPHA, "correction": f"Bonferroni × {n_cmp}"}
-    seeds = {"training (model init, patch order)": seed, "cohort": index.attrs.get("seed", "given cohort")}
-    report = rep.write(settings=settings, seeds=seeds, stopwatch=sw)
+    seeds_d = {"training (model init, patch order)": ", ".join(str(x) for x in seed_list)
+               + (" (a scan's NRMSE per field: the mean over these seeds)" if seeds > 1 else ""),
+               "cohort": index.attrs.get("seed", "given cohort")}
+    report = rep.write(settings=settings, seeds=seeds_d, stopwatch=sw)
     log(f"wrote {report} (peak memory {peak_rss_mb():.0f} MiB)")
     return RFResult(out, index, fields, runs, values, tests, report, figures, dict(sw.stages, total=sw.total))
