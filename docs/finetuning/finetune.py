@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import itertools
 import re
 import sys
 from collections import defaultdict
@@ -65,17 +64,7 @@ def make_cohort(src: str, out: str, train: int) -> None:
         sys.exit(f"{src}: only {len(pool)} training subjects, --train {train}")
     split = {"train": pool[:train], "val": list(index.split["val"]), "test": list(index.split["test"]) + pool[train:]}
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
-    subs = {}
-    for s in itertools.chain(*split.values()):
-        target, link = index.path(s).resolve(), root / index.path(s).name
-        if link.is_symlink() and link.resolve() != target:
-            link.unlink()
-        if not link.exists():
-            link.symlink_to(target)
-        subs[s] = {**index.subjects[s], "file": link.name}
-    sub = CohortIndex(root, subs, split, {**index.attrs, "few_scans_of": str(index.root.resolve())})
-    sub.save()
+    index.linked_subset(root, split, {"few_scans_of": str(index.root.resolve())})
     print(f"{root}: train {split['train']}, val {split['val']}, test {split['test']}")
 
 

@@ -43,20 +43,7 @@ def overfit_cohort(index: CohortIndex, out: str | os.PathLike[str], subjects: in
     if not index.split["val"]:
         raise MrfreconError(f"{index.root}: the validation split is empty")
     val, test = list(index.split["val"])[:1], list(index.split["test"])[:1]
-    root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
-    subs = {}
-    for s in train + val + test:  # the scans stay where they are: a link each (a cohort lists files inside its folder)
-        src, link = index.path(s).resolve(), root / index.path(s).name
-        if link.is_symlink() and link.resolve() != src:
-            link.unlink()
-        if not link.exists():
-            link.symlink_to(src)
-        subs[s] = {**index.subjects[s], "file": link.name}
-    sub = CohortIndex(root, subs, {"train": train, "val": val, "test": test},
-                      {**index.attrs, "overfit_of": str(index.root.resolve())})
-    sub.save()
-    return sub
+    return index.linked_subset(out, {"train": train, "val": val, "test": test}, {"overfit_of": str(index.root.resolve())})
 
 
 def overfit_scores(checkpoint: str | os.PathLike[str], index: CohortIndex, target: str = "reference",
@@ -69,7 +56,9 @@ def overfit_scores(checkpoint: str | os.PathLike[str], index: CohortIndex, targe
     from ..metrics import masks_for, nrmse
     from .common import predict_normalized
 
-    ck = load_checkpoint(checkpoint)
+    from ..shipped import resolve_checkpoint
+
+    ck = load_checkpoint(resolve_checkpoint(checkpoint))
     net = ck.build_model("cpu")
     out: dict[str, list[float]] = {m: [] for m in ck.maps}
     for p in index.paths(split):
@@ -122,6 +111,7 @@ def run_overfit(out: str | os.PathLike[str], *, cohort: str | os.PathLike[str], 
     ``schedule``, ``lr``, ``head_init``, ``map_weights``, ``t1h2o_loss_mask``), patience off; score the same subjects; write ``report.md`` in ``out``.
     ``model_options``: per model name, options for :func:`mrfrecon.models.build` (a name may
     carry a suffix ``name:variant`` to train the same network twice with different options)."""
+    from ..presets import load_preset
     from ..training import train
 
     out = Path(out)
@@ -147,8 +137,6 @@ def run_overfit(out: str | os.PathLike[str], *, cohort: str | os.PathLike[str], 
         if not resume and (run_dir / "checkpoint_best.pt").is_file():
             log(f"{name}: reusing {run_dir}")
         else:
-            from ..presets import load_preset
-
             # ten evaluations per run where the preset sets none (an epoch of a few subjects is a few steps)
             every = None if "eval_every" in load_preset(preset)["training"] or steps is None else max(1, steps // 10)
             train(model, sub.root, run_dir, preset=preset, target=tgt, seed=seed, steps=steps, schedule=schedule, lr=lr,

@@ -40,6 +40,25 @@ class CohortIndex:
             raise MrfreconError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
         return [self.path(s) for s in self.split[split]]
 
+    def linked_subset(self, out: str | os.PathLike[str], split: dict[str, list[str]], note: dict[str, Any]) -> CohortIndex:
+        """A cohort in ``out`` of some of this cohort's subjects with another ``split`` (train/val/test
+        → subject ids); each scan is a symbolic link to this cohort's file (a cohort lists files
+        inside its folder), the attributes are this cohort's plus ``note``. Written and returned."""
+        root = Path(out)
+        root.mkdir(parents=True, exist_ok=True)
+        subs: dict[str, dict[str, Any]] = {}
+        for name in SPLITS:
+            for s in split[name]:
+                src, link = self.path(s).resolve(), root / self.path(s).name
+                if link.is_symlink() and link.resolve() != src:
+                    link.unlink()
+                if not link.exists():
+                    link.symlink_to(src)
+                subs[s] = {**self.subjects[s], "file": link.name}
+        sub = CohortIndex(root, subs, {k: list(split[k]) for k in SPLITS}, {**self.attrs, **note})
+        sub.save()
+        return sub
+
     def save(self) -> Path:
         """Write ``cohort.json`` atomically."""
         doc = {"format": COHORT_FORMAT, "mrfrecon_version": __version__, "attrs": self.attrs,
