@@ -299,6 +299,25 @@ def test_predict_writes_the_same_layout(world, tmp_path):
     assert r.exit_code == 0, r.output
     desc = json.loads((deriv / "dataset_description.json").read_text())
     assert len(desc["GeneratedBy"]) == 2 and list(desc["DatasetLinks"]) == ["raw"]
+    # mrfrecon check takes the whole derivative tree: sidecars as sidecars, maps in their BIDS units
+    r = run("check", deriv)
+    assert r.exit_code == 0 and "ok (folder)" in r.output, r.output
+    t1 = deriv / "sub-02/anat/sub-02_desc-water_T1map"
+    side = json.loads(t1.with_suffix(".json").read_text())
+    t1.with_suffix(".json").write_text(json.dumps({**side, "Units": "ms"}))
+    r = run("check", deriv)
+    assert r.exit_code == 2 and "sub-02_desc-water_T1map.json: Units 'ms': expected 's'" in r.output, r.output
+    t1.with_suffix(".json").write_text(json.dumps(side))
+    img = nib.load(f"{t1}.nii.gz")  # the same map written in ms under a sidecar that says s: out of range
+    data = np.asarray(img.dataobj)
+    nib.save(nib.Nifti1Image(data * 1000, img.affine), f"{t1}.nii.gz")
+    r = run("check", deriv)
+    assert r.exit_code == 2 and "sub-02_desc-water_T1map.nii.gz: value" in r.output, r.output
+    nib.save(nib.Nifti1Image(data, img.affine), f"{t1}.nii.gz")
+    (deriv / "dataset_description.json").write_text(json.dumps({k: v for k, v in desc.items() if k != "GeneratedBy"}))
+    r = run("check", deriv)
+    assert r.exit_code == 2 and r.output.count("mrfrecon: problem:") == 1, r.output
+    assert "GeneratedBy: a derivative dataset needs" in r.output, r.output
 
 
 def test_non_bids_inputs_and_bad_requests(world, tmp_path):

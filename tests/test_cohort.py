@@ -107,6 +107,22 @@ def test_same_seed_identical_files_and_resume(cohort, tmp_path, monkeypatch):
             assert dict(fa.attrs) == dict(fb.attrs)
 
 
+def test_index_records_the_subjects_made_and_a_cohort_grows_keeping_its_scans(cohort, tmp_path):
+    """--subjects N: the index records N (not the preset's count), and the count is no scan
+    setting: a rerun with more subjects keeps the scans made and adds the new ones."""
+    import shutil
+
+    idx = CohortIndex.load(cohort.root)
+    assert idx.attrs["subjects"] == 3 and "subjects" not in idx.attrs["cohort"]
+    grown = tmp_path / "c"
+    shutil.copytree(cohort.root, grown)
+    stamps = {p.name: p.stat().st_mtime_ns for p in grown.glob("sub-*.h5")}
+    idx4 = simulate_cohort(grown, preset="tiny", subjects=4, seed=7, overrides=SMALL)
+    assert idx4.attrs["subjects"] == 4 and sorted(idx4.subjects) == [f"sub-{i:03d}" for i in range(4)]
+    assert {p.name: p.stat().st_mtime_ns for p in grown.glob("sub-*.h5") if p.name in stamps} == stamps
+    assert sorted(sum(idx4.split.values(), [])) == sorted(idx4.subjects)
+
+
 def test_cli_from_nifti_maps(tmp_path):
     import nibabel as nib
     from click.testing import CliRunner

@@ -393,3 +393,31 @@ def test_schedules_resume_exactly_mid_schedule_and_bad_schedules_are_one_line(co
         r = CliRunner().invoke(cli, [*common, "--out", str(tmp_path / "c"), *bad], obj={})
         assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output, r.output
         assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
+
+
+def test_init_is_validated_at_step_0_and_kept_when_fine_tuning_only_hurts(cohort, tmp_path):
+    """train --init: the pretrained network is evaluated before the first step (log row at step
+    0) and competes for checkpoint_best.pt; its output layer is kept (head_init "pretrained")."""
+    from mrfrecon.checkpoint import load_checkpoint
+    from mrfrecon.training import train
+
+    kw = dict(preset="tiny", width=0.1, patch=8, seed=3, log=None)
+    pre = train("proposed", cohort, tmp_path / "pre", steps=40, eval_every=40, head_init="target", **kw)
+    # a rate 50× the preset's wrecks the pretrained weights within a few Adam steps (deterministic on the CPU)
+    fine = train("proposed", cohort, tmp_path / "fine", steps=4, eval_every=2, init=str(pre), lr=0.05,
+                 head_init="target", **kw)
+    rows = _log(tmp_path / "fine" / "log.csv")
+    assert [int(r["step"]) for r in rows] == [0, 2, 4]
+    assert np.isnan(float(rows[0]["train_loss"])) and float(rows[0]["seconds"]) == 0.0
+    ref = load_checkpoint(pre)
+    # step 0 scores the pretrained network itself: the same validation NRMSE as its own best evaluation
+    assert float(rows[0]["val_nrmse_mean"]) == pytest.approx(ref.val_nrmse, rel=1e-5)
+    val = [float(r["val_nrmse_mean"]) for r in rows]
+    assert min(val[1:]) > val[0]  # fine-tuning at this rate only hurt ...
+    ck = load_checkpoint(fine)
+    assert ck.meta["step"] == 0 and ck.val_nrmse == pytest.approx(val[0], rel=1e-5)  # ... so the kept model is the pretrained one
+    for k, v in ref.state_dict.items():
+        assert torch.equal(v, ck.state_dict[k]), k
+    assert ck.meta["config"]["head_init"] == "pretrained"
+    conv = json.loads((tmp_path / "fine" / "convergence.json").read_text())
+    assert conv["best_step"] == 0 and conv["steps"] == 4

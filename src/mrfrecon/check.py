@@ -1,8 +1,9 @@
 """Validate any mrfrecon file and report every problem found (``mrfrecon check PATH…``).
 
 Kinds recognised by content: scan, dictionary and maps HDF5 files, checkpoints (``.pt``), cohort
-folders (``cohort.json`` with every scan it lists), sequence JSON, grid TOML/JSON, NIfTI maps, and
-folders holding such files. Each HDF5 dataset is read on its own first, so that every damaged one
+folders (``cohort.json`` with every scan it lists), sequence JSON, grid TOML/JSON, NIfTI maps (BIDS
+or plain names) with their JSON sidecars, a BIDS ``dataset_description.json``, and folders holding
+such files. Each HDF5 dataset is read on its own first, so that every damaged one
 (Fletcher-32 checksum mismatch) is reported, not only the first; then the file's own loader checks
 its structure, values and physical ranges.
 """
@@ -175,7 +176,9 @@ def check_path(path: str | os.PathLike[str]) -> tuple[str, list[str]]:
             if (path / "cohort.json").exists():
                 return "cohort", _check_cohort(path)
             problems: list[str] = []
-            found = [p for p in sorted(path.iterdir()) if p.is_file() and name_kind(p) is not None]
+            # the whole tree: a BIDS derivative dataset keeps its maps in sub-*/[ses-*/]anat|fmap/
+            found = [p for p in sorted(path.rglob("*")) if p.is_file() and name_kind(p) is not None
+                     and not any(part.startswith(".") for part in p.relative_to(path).parts)]
             if not found:
                 return "folder", [f"{path}: holds no mrfrecon file (scans, dictionaries, checkpoints, maps, sequences)"]
             for p in found:
@@ -195,6 +198,10 @@ def check_path(path: str | os.PathLike[str]) -> tuple[str, list[str]]:
 
             Grid.load(path)
             return "grid", []
+        if name == "dataset_description.json":
+            return "BIDS dataset description", _check_description(path)
+        if name.endswith(".json") and any(path.with_name(path.name[:-5] + e).is_file() for e in (".nii.gz", ".nii")):
+            return "sidecar", _check_sidecar(path)  # a NIfTI's JSON sidecar (BIDS, dcm2niix), not a sequence
         if name.endswith(".json"):
             return _check_json(path)
         if name.endswith((".nii", ".nii.gz")):
@@ -228,6 +235,69 @@ def _check_json(path: Path) -> tuple[str, list[str]]:
     return "sequence", []
 
 
+def _json_object(path: Path) -> tuple[dict | None, list[str]]:
+    """The file's JSON object, or None and the problem (strict JSON: NaN and Infinity refused)."""
+    def no_constant(c: str) -> None:
+        raise ValueError(f"{c} is not JSON")
+
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8-sig"), parse_constant=no_constant)
+    except (UnicodeDecodeError, ValueError) as e:
+        return None, [f"{path}: not valid JSON ({e})"]
+    if not isinstance(doc, dict):
+        return None, [f"{path}: expected a JSON object, got {type(doc).__name__}"]
+    return doc, []
+
+
+def _check_sidecar(path: Path) -> list[str]:
+    """A NIfTI's sidecar: a JSON object; ``Units`` a string, ``Sources``/``RawSources`` lists of
+    strings, as the BIDS specification ("Common data types and metadata") defines them."""
+    doc, problems = _json_object(path)
+    if doc is None:
+        return problems
+    if "Units" in doc and not isinstance(doc["Units"], str):
+        problems.append(f"{path}: Units: expected a string, got {doc['Units']!r}")
+    for key in ("Sources", "RawSources"):
+        if key in doc and not (isinstance(doc[key], list) and all(isinstance(x, str) for x in doc[key])):
+            problems.append(f"{path}: {key}: expected a list of strings (BIDS URIs)")
+    return problems
+
+
+def _check_description(path: Path) -> list[str]:
+    """A BIDS ``dataset_description.json``: ``Name`` and ``BIDSVersion`` (required); a derivative
+    dataset's ``GeneratedBy``: a non-empty list of objects, each with a ``Name``."""
+    doc, problems = _json_object(path)
+    if doc is None:
+        return problems
+    for key in ("Name", "BIDSVersion"):
+        if not isinstance(doc.get(key), str) or not doc.get(key):
+            problems.append(f"{path}: {key}: required, a non-empty string")
+    if doc.get("DatasetType") == "derivative":
+        gen = doc.get("GeneratedBy")
+        if not (isinstance(gen, list) and gen and all(isinstance(g, dict) and isinstance(g.get("Name"), str) for g in gen)):
+            problems.append(f"{path}: GeneratedBy: a derivative dataset needs a list of objects with a Name")
+    return problems
+
+
+def _map_of(path: Path) -> tuple[str | None, bool, bool]:
+    """Which mrfrecon map a NIfTI holds, whether it is a standard deviation, and whether the name
+    is BIDS's: ``sub-01_desc-water_T1map`` → t1h2o, ``…_desc-waterSD_T1map`` → its SD, a plain
+    ``scan_t1h2o`` → t1h2o (mrfrecon's units); None when the name says no map."""
+    from .io.bids import OUTPUTS, parse_bids_name
+
+    parsed = parse_bids_name(path.name)
+    if parsed is not None and parsed.suffix:
+        desc = parsed.entities.get("desc")
+        sd = desc is not None and desc.endswith("SD")
+        base = (desc[:-2] or None) if sd and desc else desc
+        for key, kind in OUTPUTS.items():
+            if kind.suffix == parsed.suffix and kind.desc == base:
+                return key, sd, True
+        return None, False, True
+    stem = path.name.split(".")[0].rsplit("_", 1)[-1]
+    return stem, False, False
+
+
 def _check_nifti(path: Path) -> list[str]:
     import nibabel as nib
 
@@ -241,12 +311,26 @@ def _check_nifti(path: Path) -> list[str]:
         problems.append(f"{path}: contains NaN or infinite values")
     if not np.isfinite(img.affine).all() or abs(np.linalg.det(img.affine[:3, :3])) < 1e-12:
         problems.append(f"{path}: affine is not a valid voxel-to-world transform")
-    stem = path.name.split(".")[0].rsplit("_", 1)[-1]
+    from .io.nifti import BIDS_MAPS
     from .limits import MAP_LIMITS, check_map
 
-    if stem in MAP_LIMITS and not problems:
-        try:
-            check_map(stem, vol, str(path), vol != 0 if stem in ("t1h2o", "t1fat", "b1") else None)
+    key, sd, bids = _map_of(path)
+    if problems or key is None:
+        return problems
+    if bids and key in BIDS_MAPS:  # BIDS units (T1map in s, FFmap and TB1map in %): from the sidecar, else BIDS's own
+        _, unit, scale, _ = BIDS_MAPS[key]
+        side = path.with_name(path.name.split(".")[0] + ".json")
+        doc = _json_object(side)[0] if side.is_file() else None
+        got = doc.get("Units", unit) if doc is not None else unit
+        if got != unit:
+            return [f"{side}: Units {got!r}: expected {unit!r} for this map (as BIDS and mrfrecon write it)"]
+        vol = vol / scale
+    if sd:
+        if (vol < 0).any():
+            problems.append(f"{path}: a standard deviation map with negative values (min {float(vol.min()):g})")
+    elif key in MAP_LIMITS:
+        try:  # 0 is the background value of the maps with an open lower bound (as match writes them)
+            check_map(key, vol, str(path), vol != 0 if key in ("t1h2o", "t1fat", "b1") else None)
         except MrfreconError as e:
             problems.append(str(e))
     return problems

@@ -276,6 +276,11 @@ def _complete_scan(path: Path) -> Scan | None:
         return None
 
 
+#: Keys of a preset's cohort section that describe the folder, not a scan: recorded in the
+#: index, never compared (older records hold the preset's count there, whatever was simulated).
+_FOLDER_KEYS = ("subjects",)
+
+
 def _scan_differences(light: Scan, want: Mapping[str, Any]) -> list[str]:
     """What differs between a scan already in the folder and what this run would simulate
     (``want``: subject seed, region, settings, reference, version); [] when it can be kept."""
@@ -296,10 +301,11 @@ def _scan_differences(light: Scan, want: Mapping[str, Any]) -> list[str]:
     recorded = got_settings.get("cohort")
     sim = recorded if isinstance(recorded, dict) else (a.get("simulation") or {})
     for k, v in want["settings"]["cohort"].items():
-        if (recorded is not None or not isinstance(v, list)) and sim.get(k) != v:
+        if k not in _FOLDER_KEYS and (recorded is not None or not isinstance(v, list)) and sim.get(k) != v:
             out.append(f"{k} {sim.get(k)!r} (requested {v!r})")
     if isinstance(recorded, dict):
-        out += [f"{k} {recorded[k]!r} (requested none)" for k in sorted(set(recorded) - set(want["settings"]["cohort"]))]
+        out += [f"{k} {recorded[k]!r} (requested none)"
+                for k in sorted(set(recorded) - set(want["settings"]["cohort"]) - set(_FOLDER_KEYS))]
     if "preset" in got_settings and got_settings["preset"] != want["settings"]["preset"] and not out:
         out.append(f"preset {got_settings['preset']} (requested {want['settings']['preset']})")
     if bool(light.reference) != bool(want["settings"]["reference"]):
@@ -314,7 +320,7 @@ def _settings_differences(got: Mapping[str, Any], want: Mapping[str, Any]) -> li
         if got.get(k) != want.get(k):
             out.append(f"{k} {got.get(k)!r} (requested {want.get(k)!r})")
     gc, wc = got.get("cohort") or {}, want.get("cohort") or {}
-    for k in sorted(set(gc) | set(wc)):
+    for k in sorted((set(gc) | set(wc)) - set(_FOLDER_KEYS)):
         if gc.get(k) != wc.get(k):
             out.append(f"{k} {gc.get(k)!r} (requested {wc.get(k)!r})")
     return out
@@ -424,6 +430,9 @@ def simulate_cohort(
         raise MrfreconError(f"{root}: exists and is not a folder (--out names the cohort folder)")
     root.mkdir(parents=True, exist_ok=True)
     seq = Sequence.mrf_wf(echo_spacing_ms=float(cfg.get("echo_spacing_ms", 1.11)))
+    # how many subjects the folder holds is not a setting of any scan (the index records it): a
+    # cohort can grow, and its scans keep their per-subject seeds
+    cfg = {k: v for k, v in cfg.items() if k not in _FOLDER_KEYS}
     settings = {"preset": preset, "seed": int(seed), "reference": bool(reference), "cohort": cfg,
                 "sequence_digest": seq.digest(), "mrfrecon_version": __version__}
     # whole-cohort runs exclude everyone; shards exclude whole-cohort runs and the same shard
@@ -507,7 +516,7 @@ def _simulate_locked(root: Path, n: int, seq: Sequence, cfg: dict[str, Any], set
         n_train, n_val, _ = split_counts(n)
         split = {"train": sorted(order[:n_train]), "val": sorted(order[n_train : n_train + n_val]),
                  "test": sorted(order[n_train + n_val :])}
-        index = CohortIndex(root, entries, split, attrs={"preset": settings["preset"], "seed": seed, "cohort": cfg,
+        index = CohortIndex(root, entries, split, attrs={"preset": settings["preset"], "seed": seed, "cohort": cfg, "subjects": n,
                                                            "sequence": seq.name, "reference": reference})
         index.save()
     return index

@@ -164,6 +164,8 @@ def _resolve_config(model: str, preset: str, target: str, maps: Sequence[str], s
         raise MrfreconError(f"--map-weights: expected one of {', '.join(MAP_WEIGHTS)}, got {cfg['map_weights']!r}")
     if cfg["head_init"] not in HEAD_INITS:
         raise MrfreconError(f"--head-init: expected one of {', '.join(HEAD_INITS)}, got {cfg['head_init']!r}")
+    if cfg["init"] is not None:  # a pretrained network keeps its own output layer: no head initialization applies
+        cfg["head_init"] = "pretrained"
     if cfg["t1h2o_loss_mask"] not in T1H2O_LOSS_MASKS:
         raise MrfreconError(f"t1h2o_loss_mask: expected one of {', '.join(T1H2O_LOSS_MASKS)}, got {cfg['t1h2o_loss_mask']!r}")
     if cfg["t1h2o_loss_mask"] == "evaluation" and not {"t1h2o", "ff"} <= set(maps):
@@ -261,6 +263,7 @@ def train(
     head_init
         ``"paper"`` (Glorot, unit-scale batch norms) or ``"target"``: the output starts at the
         training targets' mean and SD per map (:mod:`.output_init`; architecture unchanged).
+        Not applied with ``init`` (the pretrained output layer is kept; recorded as "pretrained").
     map_weights
         ``"equal"`` (the paper: the mean of the maps' masked MSEs) or ``"inverse-variance"``: each
         map's term divided by its target's variance inside its loss mask over the training split
@@ -271,7 +274,8 @@ def train(
         ``"evaluation"`` (only where the target FF < 0.65; :data:`T1H2O_LOSS_MASKS`).
     init
         Start from a trained checkpoint (a path or ``shipped:<name>``): its weights and its map
-        normalization; the sequence, maps and architecture must match (fine-tuning).
+        normalization; the sequence, maps and architecture must match (fine-tuning). The
+        pretrained network is validated at step 0 and stays the kept model unless training beats it.
     resume
         Continue the run in ``out`` from ``checkpoint_last.pt`` up to the budget; with the same
         settings the result is identical to an uninterrupted run (on the CPU). A schedule that
@@ -458,7 +462,7 @@ def _setup(model: str, cohort: Path, out: Path, dst: Dist, dev: torch.device, cf
                            map_masks=_loss_masks(data, cfg), augment=cfg["augment"])
     if len(dataset) == 0:
         raise MrfreconError(f"{cohort}: the training scans have no foreground: no training patches")
-    if cfg["head_init"] == "target" and init is None and last is None:
+    if cfg["head_init"] == "target" and last is None:
         _calibrate(net, dataset, targets, data, cfg)
     weights = _map_weights(targets, data, cfg)
     per_epoch = -(-len(dataset) // cfg["batch_size"])
@@ -664,7 +668,7 @@ def _evaluate(run: _Run, train_loss: float, per_map: dict[str, float], seconds: 
     """Rank 0: validate, keep the best model, write checkpoint_last.pt, log.csv, the learning
     curves and the convergence verdict (all atomically)."""
     cfg = run.cfg
-    row: dict[str, Any] = {"step": run.step, "epoch": f"{run.epoch:.6g}", "lr": f"{cfg['lr'] * run.lr_factor(run.step - 1):.6g}",
+    row: dict[str, Any] = {"step": run.step, "epoch": f"{run.epoch:.6g}", "lr": f"{cfg['lr'] * run.lr_factor(max(0, run.step - 1)):.6g}",
                            "train_loss": f"{train_loss:.6g}", "seconds": f"{seconds:.3f}", "patches_per_s": f"{rate:.1f}"}
     row.update({f"train_loss_{k}": f"{v:.6g}" for k, v in per_map.items()})
     tr = validation_nrmse(run.net, _train_subset(run), run.data.map_norm, run.dev, run.amp_dtype)
@@ -680,7 +684,7 @@ def _evaluate(run: _Run, train_loss: float, per_map: dict[str, float], seconds: 
     row["val_smoothed"] = f"{smoothed(scores, run.stopping.window)[-1]:.6g}"
     state = run.net.state_dict()
     # the LOWEST validation NRMSE is kept, as the paper says (the released code's sign bug kept the highest)
-    improved = run.best_step == 0 or score < run.best_score
+    improved = not math.isfinite(run.best_score) or score < run.best_score  # inf before the first evaluation
     if improved:
         run.best_score, run.best_step = score, run.step
         save_checkpoint(run.out / BEST, state, run.meta(score))
@@ -753,6 +757,11 @@ def _train(cfg: dict[str, Any], cohort: Path, out: Path, dst: Dist, dev: torch.d
     if deterministic_algorithms is None:
         deterministic_algorithms = dev.type == "cpu"  # on CUDA they cost speed
     with deterministic_mode(deterministic_algorithms):
+        if cfg.get("init") and run.step == 0 and not run.rows and dst.main:
+            # the pretrained network is a candidate too: fine-tuning that only makes it worse on this
+            # cohort's validation scans keeps it as checkpoint_best.pt (and its score is the one to beat)
+            with thread_policy():
+                _evaluate(run, math.nan, {k: math.nan for k in run.maps}, 0.0, 0.0)
         while run.step < cfg["steps"]:
             n = min(cfg["eval_period"] - run.step % cfg["eval_period"], cfg["steps"] - run.step)
             with thread_policy():  # threads from the cores free at the start of each period
