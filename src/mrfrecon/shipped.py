@@ -7,7 +7,7 @@ from. Any command that takes ``--checkpoint`` also takes ``shipped:<name>`` (for
 checked against the manifest before it is loaded, so a damaged or replaced file is an error,
 never a silently different network. ``mrfrecon shipped`` lists them.
 
-:func:`ship` (used by ``benchmarks/ship_checkpoints.py``) copies a run's best checkpoint in and
+:func:`ship` (used by ``scripts/ship_study.py``) copies a run's best checkpoint in and
 records it.
 """
 
