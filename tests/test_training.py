@@ -384,6 +384,7 @@ def test_schedules_resume_exactly_mid_schedule_and_bad_schedules_are_one_line(co
     s = parse_schedule(kw["schedule"])
     assert [float(r["lr"]) for r in la] == pytest.approx([1e-3 * s.factor(k - 1, 12) for k in (4, 8, 12)], rel=1e-5)
     assert a["training"]["trace"] == b["training"]["trace"] and len(a["training"]["trace"]) == 12
+    assert a["training"]["probe_trace"] == b["training"]["probe_trace"] and len(a["training"]["probe_trace"]) == 12
     common = ["train", "--model", "cohen2018", "--cohort", str(cohort), "--steps", "20", "--width", "0.1", "--patch", "8"]
     for bad, says in ((["--schedule", "linear"], "--schedule: unknown schedule 'linear'"),
                       (["--schedule", "cosine:warmup=20"], "warmup 20 must be shorter than the budget of 20"),
@@ -421,3 +422,49 @@ def test_init_is_validated_at_step_0_and_kept_when_fine_tuning_only_hurts(cohort
     assert ck.meta["config"]["head_init"] == "pretrained"
     conv = json.loads((tmp_path / "fine" / "convergence.json").read_text())
     assert conv["best_step"] == 0 and conv["steps"] == 4
+
+
+def test_probe_loss_is_the_objective_on_fixed_samples_in_eval_mode_and_the_verdict_reads_it(cohort, tmp_path):
+    """The convergence verdict reads the loss of a fixed probe set (network in evaluation mode):
+    checked against the objective written out in numpy, with the batch norms' running statistics
+    and the training mode untouched; convergence.json's change is the probe trace's window means."""
+    import types
+
+    import mrfrecon.training.loop as loop
+    from mrfrecon.data import PatchDataset, PatchGrid
+    from mrfrecon.models import build
+    from mrfrecon.training import train
+
+    rng = np.random.default_rng(0)
+    series = [rng.normal(size=(1, 2 * FRAMES, 20, 20)).astype(np.float32)]
+    maps = [rng.uniform(size=(1, 3, 20, 20)).astype(np.float32)]
+    fg = [rng.uniform(size=(1, 20, 20)) > 0.3]
+    net = build("proposed", frames=FRAMES, maps=3, width=0.1)
+    ds = PatchDataset(series, maps, fg, grid=PatchGrid((4, 4), int(net.margin)), augment=True)
+    probe = loop._probe_samples(ds, batch_size=3)
+    assert len(probe[0]) == min(len(ds), loop.PROBE_BATCHES * 3)
+    net.train()
+    for _ in range(2):  # running statistics away from their initial values
+        net(probe[0][:3])
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    w = torch.tensor([0.5, 1.0, 1.5])
+    run = types.SimpleNamespace(net=net, cfg={"batch_size": 3}, probe=probe, dev=torch.device("cpu"), amp_dtype=None,
+                                maps=["t1h2o", "ff", "b1"], weights=w)
+    got = loop._probe_loss(run)
+    assert net.training and all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    net.eval()
+    with torch.no_grad():
+        pred = net(probe[0]).numpy()
+    y, m = probe[1].numpy(), probe[2].numpy()
+    per_map = (((pred - y) * m) ** 2).mean(axis=(0, 2, 3))
+    assert got == pytest.approx(float((per_map * w.numpy()).mean()), rel=1e-5)
+
+    out = tmp_path / "run"
+    train("cohen2018", cohort, out, preset="tiny", width=0.1, patch=8, seed=1, log=None, steps=40, eval_every=20,
+          schedule="cosine:warmup=4,final=0.05")
+    t = torch.load(out / "checkpoint_last.pt", weights_only=True)["training"]
+    steps, loss = np.array(t["probe_trace"]).T
+    assert list(steps) == list(range(1, 41)) and np.isfinite(loss).all()
+    conv = json.loads((out / "convergence.json").read_text())
+    change = loss[steps > 36].mean() / loss[(steps > 32) & (steps <= 36)].mean() - 1
+    assert conv["loss_change"] == pytest.approx(change, rel=1e-9) and conv["reason"].startswith("probe-set loss")

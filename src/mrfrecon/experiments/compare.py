@@ -457,7 +457,8 @@ def run_compare(
     unconverged = {(r.target, r.model) for r in runs if r.ok and not r.converged}
     if unconverged:
         rep.text("**† not converged:** at least one training run of the network marked † did not meet the stated "
-                 "criterion (training loss flat over the last 10 % of its steps, and the learning rate decayed or "
+                 "criterion (the loss of a fixed set of training samples within 1 % over the last 10 % of its steps, "
+                 "and the learning rate decayed or "
                  "early stopping on the smoothed validation ended it; `convergence.json` of each run): its numbers "
                  "are those of an unfinished training, not of its design.")
     for spec in specs:

@@ -99,7 +99,8 @@ class Convergence:
 
 
 def assess_convergence(steps: Sequence[int], losses: Sequence[float], lr_factor_end: float, stopped_early: bool,
-                       *, fraction: float = 0.1, tolerance: float = 0.01, decayed: float = 0.1) -> Convergence:
+                       *, fraction: float = 0.1, tolerance: float = 0.01, decayed: float = 0.1,
+                       what: str = "training loss") -> Convergence:
     """The stated convergence criterion of mrfrecon's runs.
 
     A run has converged when (1) its training loss has flattened: the mean training loss over the
@@ -108,8 +109,10 @@ def assess_convergence(steps: Sequence[int], losses: Sequence[float], lr_factor_
     which the best-validation checkpoint handles), and (2) it has settled: the learning rate has
     decayed to ≤ ``decayed`` × its peak, or early stopping on the smoothed validation ended it.
 
-    ``steps``: the optimizer step at the end of each logged period; ``losses``: that period's
-    mean training loss (same length); ``lr_factor_end``: the schedule's factor at the last step.
+    ``steps``: the optimizer step of each point; ``losses``: the loss there (same length). The
+    training loop passes the loss of a fixed probe set of training samples every ≈ 1 % of the
+    budget (``what`` "probe-set loss"): the minibatch losses scatter too much for a 1 % tolerance.
+    ``lr_factor_end``: the schedule's factor at the last step.
     """
     steps_a = np.asarray(steps, dtype=float)
     loss_a = np.asarray(losses, dtype=float)
@@ -125,7 +128,7 @@ def assess_convergence(steps: Sequence[int], losses: Sequence[float], lr_factor_
         plateau = change > -tolerance
     settled = stopped_early or lr_factor_end <= decayed
     parts = []
-    parts.append(f"training loss {change:+.1%} over the last {fraction:.0%} of steps"
+    parts.append(f"{what} {change:+.1%} over the last {fraction:.0%} of steps"
                  + (" (flat)" if plateau else " (still falling)") if math.isfinite(change)
                  else "too few evaluations to judge the training loss")
     parts.append("stopped on the smoothed validation" if stopped_early else
