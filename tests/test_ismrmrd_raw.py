@@ -414,7 +414,9 @@ def test_coil_compression_in_the_reader(world, tmp_path):
     assert three.notes["virtual_coils"] == 3 and three.notes["coils"] == COILS
     assert shape_error(fp(world, three.series), ref) < 0.005
     r = import_cli(path, tmp_path / "auto.h5", "--virtual-coils", "auto", mask=world["mask"])
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 0 and "note:" not in r.output, r.output
+    r = import_cli(path, tmp_path / "all.h5", mask=world["mask"])  # 8 coils, no compression asked: a hint
+    assert r.exit_code == 0 and f"note: {COILS} coils reconstructed without compression; --virtual-coils auto" in r.output
     auto = load_scan(tmp_path / "auto.h5")
     notes = auto.attrs["import"]
     assert 1 <= notes["virtual_coils"] < COILS and notes["compression"] == "auto"

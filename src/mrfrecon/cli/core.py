@@ -273,6 +273,10 @@ def _uncertainty_options(uncertainty: bool, noise: str | None, sd_calibration: P
 
 
 # --------------------------------------------------------------------------------- import
+#: From this many receive coils on, `import` suggests coil compression.
+MANY_COILS = 8
+
+
 @cli.command("import")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("second", required=False, type=click.Path(path_type=Path))
@@ -312,6 +316,12 @@ def import_cmd(source: Path, second: Path | None, out: Path, sequence_path: Path
     click.echo(f"imported {source} ({scan.attrs.get('import', {}).get('kind', 'scan')}): {s} slice(s), {t} frames, "
                f"{y} × {x}, orientation {''.join(scan.attrs.get('orientation', []))}, foreground "
                f"{int(scan.foreground.sum()):,} voxels ({scan.attrs.get('foreground', 'from the scan')}); wrote {out}")
+    notes = scan.attrs.get("import", {})
+    if notes.get("kind") == "ismrmrd" and int(notes.get("coils", 0)) >= MANY_COILS and "virtual_coils" not in notes:
+        # every coil costs a sensitivity map and a reconstruction: 24 coils at the paper's size take
+        # 386 s with KWIC against 51 s with --virtual-coils auto (benchmarks/BENCHMARKS.md, issue 21)
+        click.echo(f"note: {notes['coils']} coils reconstructed without compression; --virtual-coils auto "
+                   "keeps the signal's virtual coils at a fraction of the time (docs/IMPORT.md)")
 
 
 # --------------------------------------------------------------------------------- simulate
