@@ -4,18 +4,16 @@ For every model under ``<compare>/runs/<target>/<model>/seed-<s>/`` the seed wit
 validation NRMSE is copied into ``mrfrecon/checkpoints/study-<model>.pt`` with
 :func:`mrfrecon.shipped.ship`; its manifest entry records the command, the cohort, the git hash,
 the kept step, the run's convergence verdict (``convergence.json``) and the validation NRMSE of
-every seed. Its learning curves are copied to ``--curves`` (docs) so that readers see how the
-shipped run trained.
+every seed.
 
     python scripts/ship_study.py --compare /work/study/compare2 --cohort-command "mrfrecon simulate ..." \
-        --command "mrfrecon experiment compare ..." [--target reference] [--curves docs/study/compare2/curves]
+        --command "mrfrecon experiment compare ..." [--target reference]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -29,7 +27,6 @@ def main() -> None:
     ap.add_argument("--target", default="reference")
     ap.add_argument("--command", required=True, help="the compare command, as recorded")
     ap.add_argument("--cohort-command", required=True, help="the command that made the cohort")
-    ap.add_argument("--curves", type=Path, default=None, help="folder for the shipped runs' learning curves")
     ap.add_argument("--report", default="docs/RESULTS.md")
     a = ap.parse_args()
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -52,9 +49,6 @@ def main() -> None:
             "schedule": conv.get("schedule"), "steps": conv.get("steps"),
         }
         dst = ship(run / "checkpoint_best.pt", name, command=f"{a.command}  (git {git})", extra=extra)
-        if a.curves is not None and (run / "learning_curves.png").is_file():
-            a.curves.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(run / "learning_curves.png", a.curves / f"{model_dir.name}-seed-{best}.png")
         print(f"{name}: seed {best} (val NRMSE {ck.val_nrmse:.4f}, step {extra['step']}, "
               f"converged {conv.get('converged')}) → {dst}")
 

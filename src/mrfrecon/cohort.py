@@ -301,7 +301,7 @@ def _scan_differences(light: Scan, want: Mapping[str, Any]) -> list[str]:
     recorded = got_settings.get("cohort")
     sim = recorded if isinstance(recorded, dict) else (a.get("simulation") or {})
     for k, v in want["settings"]["cohort"].items():
-        if k not in _FOLDER_KEYS and (recorded is not None or not isinstance(v, list)) and sim.get(k) != v:
+        if (recorded is not None or not isinstance(v, list)) and sim.get(k) != v:
             out.append(f"{k} {sim.get(k)!r} (requested {v!r})")
     if isinstance(recorded, dict):
         out += [f"{k} {recorded[k]!r} (requested none)"

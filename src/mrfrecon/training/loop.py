@@ -359,8 +359,9 @@ class _Run:
     trace_sum: float = 0.0
     trace_n: int = 0
     # the loss of a fixed set of training samples, network in evaluation mode, at the same steps as
-    # the trace: free of the batch-to-batch scatter (≈ 15 % per bucket at batch 8) that makes two 10 %
-    # windows of the trace differ by ≈ 6 % by chance; the convergence verdict reads this one
+    # the trace: free of the batch-to-batch scatter (5–23 % per bucket at batch 8 in the study,
+    # docs/study/trace_noise.py) that makes two 10 % windows of the trace differ by several % by
+    # chance; the convergence verdict reads this one (3.5–5.8 % of the training time, bench_probe.py)
     probe: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     probe_trace: list[tuple[int, float]] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -472,7 +473,7 @@ def _setup(model: str, cohort: Path, out: Path, dst: Dist, dev: torch.device, cf
     if cfg["head_init"] == "target" and last is None:
         _calibrate(net, dataset, targets, data, cfg)
     weights = _map_weights(targets, data, cfg)
-    probe = _probe_samples(dataset, cfg["batch_size"]) if dst.main else None
+    probe = tuple(t.to(dev) for t in _probe_samples(dataset, cfg["batch_size"])) if dst.main else None
     per_epoch = -(-len(dataset) // cfg["batch_size"])
     budget = cfg["budget"]
     cfg["steps"] = int(budget["steps"]) if "steps" in budget else int(budget["epochs"]) * per_epoch
@@ -672,7 +673,7 @@ def _train_period(run: _Run, n_steps: int) -> tuple[float, dict[str, float], flo
 def _probe_samples(dataset: PatchDataset, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The fixed probe set: :data:`PROBE_BATCHES` × ``batch_size`` training samples evenly spaced
     over the dataset (untransformed; no random draw, so the run's random streams are untouched),
-    stacked as (inputs, targets, masks) on the CPU."""
+    stacked as (inputs, targets, masks)."""
     n = len(dataset)  # samples; an augmenting dataset's items are 8 per sample (PatchDataset.encode)
     picks = sorted({int(round(v)) for v in np.linspace(0, n - 1, min(n, PROBE_BATCHES * batch_size))})
     items = [dataset[PatchDataset.encode(i, 0) if dataset.augment else i] for i in picks]
@@ -692,7 +693,7 @@ def _probe_loss(run: _Run) -> float:
         xs, ys, ms = run.probe
         sums = torch.zeros(len(run.maps), dtype=torch.float64)
         for i in range(0, len(xs), bs):
-            x, y, m = (t[i : i + bs].to(run.dev) for t in (xs, ys, ms))
+            x, y, m = (t[i : i + bs] for t in (xs, ys, ms))  # already on the run's device
             with autocast(run.dev, run.amp_dtype):
                 pred = net(x)
             sums += masked_mse_per_map(pred.float(), y, m).double().cpu() * len(x)
@@ -807,7 +808,7 @@ def _train(cfg: dict[str, Any], cohort: Path, out: Path, dst: Dist, dev: torch.d
     if deterministic_algorithms is None:
         deterministic_algorithms = dev.type == "cpu"  # on CUDA they cost speed
     with deterministic_mode(deterministic_algorithms):
-        if cfg.get("init") and run.step == 0 and not run.rows and dst.main:
+        if cfg.get("init") and not run.rows and dst.main:  # a fresh run: a resumed one has evaluated
             # the pretrained network is a candidate too: fine-tuning that only makes it worse on this
             # cohort's validation scans keeps it as checkpoint_best.pt (and its score is the one to beat)
             with thread_policy():
