@@ -375,4 +375,25 @@ def test_receptive_field_with_two_seeds_averages_each_scan_over_the_seeds(compar
         for m in ("t1h2o", "ff", "b1"):
             assert rows[(f, m)] == pytest.approx((per_seed[0][m] + per_seed[1][m]) / 2, rel=1e-4)
         assert per_seed[0] != per_seed[1]  # two different networks
+        # the seeds table: the mean over the (one) test scan of each seed, then mean ± SD over the seeds
+        by_seed = {(int(r_["seed"]), r_["map"]): float(r_["nrmse"]) for r_ in _csv(out / "nrmse_per_scan_by_seed.csv")
+                   if r_["against"] == "reference" and r_["receptive_field"] == str(f)}
+        for s in (4, 5):
+            for m in ("t1h2o", "ff", "b1"):
+                assert by_seed[(s, m)] == pytest.approx(per_seed[s - 4][m], rel=1e-4)
+        cell = {r_["method"].rstrip(" †"): r_ for r_ in _csv(out / "nrmse_seeds_against_reference.csv")}[f"proposed {f}×{f}"]
+        mean, sd = (float(x) for x in cell["T1H2O"].split(" ± "))
+        a, b = per_seed[0]["t1h2o"], per_seed[1]["t1h2o"]
+        assert mean == pytest.approx((a + b) / 2, rel=1e-3) and sd == pytest.approx(abs(a - b) / 2 ** 0.5, rel=2e-2)
     assert "4, 5" in (out / "report.md").read_text()
+    # the baselines are the comparison's (its own code path, the same training split and test scan)
+    base = {(r_["method"], r_["map"]): float(r_["nrmse"]) for r_ in _csv(out / "nrmse_per_scan_by_seed.csv")
+            if r_["against"] == "reference" and not r_["seed"]}
+    table = {(r_["method"], r_["map"]): float(r_["mean"]) for r_ in _csv(compared / "summary.csv")
+             if r_["trained_on"] in ("reference", "-") and r_["against"] == "reference" and r_["metric"] == "nrmse"
+             and not r_["seed"]}
+    for m in ("t1h2o", "ff", "b1"):
+        assert base[("constant", m)] == pytest.approx(table[("constant", m)], rel=1e-4)
+        assert base[("matching-box3", m)] == pytest.approx(table[("matching-box3", m)], rel=1e-4)
+    gt = {r_["method"] for r_ in _csv(out / "nrmse_seeds_against_ground-truth.csv")}
+    assert {"constant", "matching-box3", "matching"} <= gt

@@ -35,22 +35,28 @@ from ..errors import MrfreconError
 from ..io.cohort import CohortIndex
 from ..io.scan import load_scan
 from ..metrics import masks_for, nrmse
+from .baselines import baseline_maps, constant_values
 from .common import (MAPS, Log, Report, Stopwatch, ensure_cohort, fmt, map_label, no_bar, peak_rss_mb,
                      predict_normalized, write_csv)
 from .runs import RunInfo, RunSpec, batchnorm_options, train_runs
 from .stats import PairedTest, compare_to_best, min_wilcoxon_p
 
-__all__ = ["DEFAULT_FIELDS", "RFResult", "parse_fields", "plot_figure3", "run_receptive_field"]
+__all__ = ["DEFAULT_FIELDS", "RFResult", "parse_fields", "plot_figure3", "run_receptive_field", "seed_rows"]
 
 #: The paper's receptive fields (section 3.2, Figure 3).
 DEFAULT_FIELDS = (1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21)
 ALPHA = 0.05
+#: The trivial baselines of the seeds table (mrfrecon.experiments.baselines): what needs no learning, and the
+#: reference maps smoothed (a smoothed simple method); against the ground truth the matching maps themselves too.
+RF_BASELINES = ("constant", "matching-box3")
 
 
 @dataclass
 class RFResult:
     """``nrmse``: against → map → field → per-scan NRMSE (test scans in index order);
-    ``tests``: against → map → the paired tests against the best field; ``report``: report.md."""
+    ``tests``: against → map → the paired tests against the best field; ``report``: report.md;
+    ``per_seed``: against → map → (field, seed) → per-scan NRMSE of that one network;
+    ``baselines``: against → baseline → map → per-scan NRMSE."""
 
     out: Path
     cohort: CohortIndex
@@ -61,6 +67,8 @@ class RFResult:
     report: Path
     figures: list[Path] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    per_seed: dict[str, dict[str, dict[tuple[int, int], list[float]]]] = field(default_factory=dict)
+    baselines: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
 
 
 def parse_fields(text: str | Sequence[int]) -> tuple[int, ...]:
@@ -112,6 +120,26 @@ def plot_figure3(path: str | os.PathLike[str], nrmse_by_map: dict[str, dict[int,
     fig.suptitle(title or "Paired Wilcoxon signed-rank test vs the best field, Bonferroni-corrected p (red: < 0.05)",
                  fontsize=8)
     return save_figure(fig, path, dpi=90)
+
+
+def seed_rows(fields: Sequence[int], seeds: Sequence[int], per_seed: dict[str, dict[tuple[int, int], list[float]]],
+              baselines: dict[str, dict[str, list[float]]], converged: dict[int, bool]) -> list[dict[str, str]]:
+    """The seeds table's rows: per field, each map's NRMSE as the mean over the test scans of each
+    seed's network, then the mean ± SD (``ddof=1``) over the seeds (the mean alone for one seed),
+    † on a field with a run that did not converge; then one row per baseline (mean over the scans).
+
+    ``per_seed``: map → (field, seed) → per-scan NRMSE; ``baselines``: name → map → per-scan NRMSE."""
+    rows = []
+    for f in fields:
+        row = {"method": f"proposed {f}×{f}" + ("" if converged.get(f, True) else " †")}
+        for m in MAPS:
+            means = np.array([np.mean(per_seed[m][(f, s_)]) for s_ in seeds])
+            row[map_label(m, unit=False)] = (f"{fmt(means.mean())} ± {fmt(means.std(ddof=1), 2)}" if means.size > 1
+                                             else fmt(means.mean()))
+        rows.append(row)
+    for b, by_map in baselines.items():
+        rows.append({"method": b, **{map_label(m, unit=False): fmt(float(np.mean(by_map[m]))) for m in MAPS}})
+    return rows
 
 
 def run_receptive_field(
@@ -178,10 +206,15 @@ def run_receptive_field(
 
     dev = default_device()
     keys = [(f, s_) for f in fields for s_ in seed_list]  # the order of specs and runs
+    converged = {f: all(r.converged for k, r in zip(keys, runs, strict=True) if k[0] == f) for f in fields}
     cks = {k: load_checkpoint(r.checkpoint) for k, r in zip(keys, runs, strict=True)}
     nets = {k: ck.build_model(dev) for k, ck in cks.items()}
     against_list = [target]
     values: dict[str, dict[str, dict[int, list[float]]]] = {}
+    seed_vals: dict[str, dict[str, dict[tuple[int, int], list[float]]]] = {}
+    base_vals: dict[str, dict[str, dict[str, list[float]]]] = {}
+    with sw("baselines (training means)"):
+        const = constant_values(index.paths("train"), against=target)
     with sw("prediction and NRMSE (test split)"), bar(len(test_paths), "predicting the test scans") as cb, \
             torch.inference_mode():
         for i, p in enumerate(test_paths):
@@ -193,20 +226,29 @@ def run_receptive_field(
             sources = {"reference": scan.reference, "ground-truth": scan.maps}
             if i == 0 and target == "reference" and all(m in scan.maps for m in MAPS):
                 against_list.append("ground-truth")
+            for a in against_list:
+                if not all(m in sources[a] for m in MAPS):
+                    raise MrfreconError(f"{p}: no {a} maps to compute the NRMSE against")
+            masks = {a: masks_for(sources[a]["ff"], scan.foreground, maps=MAPS) for a in against_list}
             for f in fields:
                 per_seed: dict[str, dict[str, list[float]]] = {}
                 for s_ in seed_list:
                     pred = predict_normalized(cks[(f, s_)], nets[(f, s_)], series, scan.foreground, dev)
                     for a in against_list:
-                        ref = sources[a]
-                        if not all(m in ref for m in MAPS):
-                            raise MrfreconError(f"{p}: no {a} maps to compute the NRMSE against")
-                        masks = masks_for(ref["ff"], scan.foreground, maps=MAPS)
                         for m in MAPS:
-                            per_seed.setdefault(a, {}).setdefault(m, []).append(nrmse(pred[m], ref[m], masks[m]))
+                            v = nrmse(pred[m], sources[a][m], masks[a][m])
+                            per_seed.setdefault(a, {}).setdefault(m, []).append(v)
+                            seed_vals.setdefault(a, {}).setdefault(m, {}).setdefault((f, s_), []).append(float(v))
                 for a, by_map in per_seed.items():  # the scan's NRMSE: the mean over the field's seeds
                     for m, v in by_map.items():
                         values.setdefault(a, {}).setdefault(m, {}).setdefault(f, []).append(float(np.mean(v)))
+            for a in against_list:
+                # the matching maps are the reference: a baseline only against the ground truth
+                for b in RF_BASELINES + (("matching",) if a == "ground-truth" else ()):
+                    bm = baseline_maps(b, scan, const)
+                    for m in MAPS:
+                        base_vals.setdefault(a, {}).setdefault(b, {}).setdefault(m, []).append(
+                            float(nrmse(bm[m], sources[a][m], masks[a][m])))
             del series
             cb(i + 1)
     del nets
@@ -254,6 +296,17 @@ def run_receptive_field(
                 rows.append(row)
             rep.text(f"Median NRMSE [quartiles] against the {a} maps, and the corrected p vs the best field:")
             rep.table(f"nrmse_by_field_against_{a}", rows, list(rows[0]))
+            srows = seed_rows(fields, seed_list, seed_vals[a], base_vals[a], converged)
+            rep.text(f"Mean NRMSE over the test scans against the {a} maps, "
+                     + (f"mean ± SD over the {len(seed_list)} training seeds (the spread a field's network has from "
+                        "its seed alone; a difference between fields within it is noise)" if len(seed_list) > 1
+                        else "one training seed (no spread over seeds: run with --seeds 2 or more)")
+                     + ", beside the trivial baselines (constant: the training split's mean of each map; "
+                       "matching-box3: the reference maps averaged over 3 × 3 in the foreground"
+                     + ("; matching: the reference maps themselves" if a == "ground-truth" else "")
+                     + "). † a field with a training run that did not meet the convergence criterion "
+                       "(`convergence.json`).")
+            rep.table(f"nrmse_seeds_against_{a}", srows, list(srows[0]))
     trow = []
     for a in against_list:
         for m in MAPS:
@@ -265,9 +318,19 @@ def run_receptive_field(
     prow = [{"against": a, "map": m, "receptive_field": f, "scan": p.stem, "nrmse": f"{v:.6g}"}
             for a in against_list for m in MAPS for f in fields for p, v in zip(test_paths, values[a][m][f], strict=True)]
     fp = write_csv(out / "nrmse_per_scan.csv", prow, ["against", "map", "receptive_field", "scan", "nrmse"])
+    qrow = [{"against": a, "map": m, "method": f"proposed {f}×{f}", "receptive_field": f, "seed": s_, "scan": p.stem,
+             "nrmse": f"{v:.6g}"}
+            for a in against_list for m in MAPS for (f, s_) in keys
+            for p, v in zip(test_paths, seed_vals[a][m][(f, s_)], strict=True)]
+    qrow += [{"against": a, "map": m, "method": b, "receptive_field": "", "seed": "", "scan": p.stem, "nrmse": f"{v:.6g}"}
+             for a in against_list for b, by_map in base_vals[a].items() for m in MAPS
+             for p, v in zip(test_paths, by_map[m], strict=True)]
+    fq = write_csv(out / "nrmse_per_scan_by_seed.csv", qrow,
+                   ["against", "map", "method", "receptive_field", "seed", "scan", "nrmse"])
     rep.text("## Files")
     rep.link(fw, "every test (statistic, raw and corrected p, note where no test was possible)")
-    rep.link(fp, "per-scan NRMSE")
+    rep.link(fp, "per-scan NRMSE (the mean over a field's seeds)")
+    rep.link(fq, "per-scan NRMSE of every network (field, seed) and of the baselines")
     rep.text("")
     runrows = [{"receptive field": f"{f}×{f}", "seed": s_, "parameters": f"{r.parameters:,}", "status": r.status,
                 "training s": f"{r.seconds:.0f}", "best step": r.best_step, "converged": "yes" if r.converged else "NO", "val NRMSE": fmt(r.val_nrmse),
@@ -283,4 +346,5 @@ def run_receptive_field(
                "cohort": index.attrs.get("seed", "given cohort")}
     report = rep.write(settings=settings, seeds=seeds_d, stopwatch=sw)
     log(f"wrote {report} (peak memory {peak_rss_mb():.0f} MiB)")
-    return RFResult(out, index, fields, runs, values, tests, report, figures, dict(sw.stages, total=sw.total))
+    return RFResult(out, index, fields, runs, values, tests, report, figures, dict(sw.stages, total=sw.total),
+                    seed_vals, base_vals)
