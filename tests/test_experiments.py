@@ -5,6 +5,7 @@ preset — each writes every file its report.md names, and reuses its trained ru
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 import shutil
@@ -256,8 +257,6 @@ def test_compare_without_batchnorm_reuses_the_networks_that_have_none(compared, 
     """``--batchnorm off``: the networks with batch norms train without any (the proposed CNN
     without its head's BN too), DRONE — which has none — is the same run as in a comparison with
     them, so its copied run folder is reused; the report says batch norm was off."""
-    import json
-    import shutil
 
     from mrfrecon.checkpoint import load_checkpoint
     from mrfrecon.experiments.runs import batchnorm_options
@@ -397,3 +396,14 @@ def test_receptive_field_with_two_seeds_averages_each_scan_over_the_seeds(compar
         assert base[("matching-box3", m)] == pytest.approx(table[("matching-box3", m)], rel=1e-4)
     gt = {r_["method"] for r_ in _csv(out / "nrmse_seeds_against_ground-truth.csv")}
     assert {"constant", "matching-box3", "matching"} <= gt
+
+
+def test_experiment_steps_sets_every_runs_budget(compared, tmp_path):
+    """--steps: the budget in optimizer steps of every run of an experiment (here the receptive-field
+    sweep at the tiny preset, whose own budget is in epochs); the log's last step is the budget."""
+    out = tmp_path / "rf-steps"
+    run("experiment", "receptive-field", "--preset", "tiny", "--cohort", str(compared / "cohort"), "--out", str(out),
+        "--fields", "1", "--steps", "7", "--threads", "1")
+    d = out / "runs" / "reference" / "rf01"
+    assert json.loads((d / "run.json").read_text())["settings"]["budget"] == {"steps": 7}
+    assert int(_csv(d / "log.csv")[-1]["step"]) == 7

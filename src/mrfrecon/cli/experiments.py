@@ -32,7 +32,11 @@ def _common(f):
         click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
                      help="Result folder: report.md, tables (CSV, Markdown), figures (PNG), runs/ (checkpoints)."),
         click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of training and of a simulated cohort."),
-        click.option("--epochs", type=Num(1, 100_000, integer=True), default=None, help="Override the preset's number of training epochs."),
+        click.option("--epochs", type=Num(1, 100_000, integer=True), default=None,
+                     help="Override the preset's number of training epochs (presets with an epoch budget: paper)."),
+        click.option("--steps", type=Num(1, 10_000_000, integer=True), default=None,
+                     help="Override the preset's budget in optimizer steps, the same for every network (tiny, demo, "
+                          "study); the schedule spans it."),
         click.option("--subjects", type=Num(3, 100_000, integer=True), default=None, help="Subjects of a simulated cohort (default: the preset's)."),
         click.option("--workers", type=PROCESSES, default=1, show_default=True, help="Processes simulating the cohort."),
         click.option("--threads", type=Num(1, 1024, integer=True), default=None, help="Torch CPU threads (default: the free cores)."),
@@ -57,7 +61,7 @@ def experiment() -> None:
 @click.option("--jobs", type=Num(1, 256, integer=True), default=1, show_default=True,
               help="Trainings at once, each a process with one torch thread (2 on an idle 2-core machine).")
 @click.option("--patience", type=Num(0, 100_000, integer=True), default=None,
-              help="Early stopping: epochs without a better validation NRMSE (0: off; default: the preset's).")
+              help="Early stopping: validations without a better (smoothed) validation NRMSE (0: off; default: the preset's).")
 @click.option("--target", type=click.Choice(["reference", "ground-truth", "both"]), default="reference", show_default=True,
               help="Train on the dictionary-matching maps (the paper), on the ground truth, or both ways side by side.")
 @click.option("--models", default="proposed,cohen2018,fang2018,balsiger2018", show_default=True,
@@ -67,7 +71,7 @@ def experiment() -> None:
 @click.option("--batchnorm", type=click.Choice(["on", "off"]), default="on", show_default=True,
               help="on: the networks as published; off: every network without batch normalization (a deviation, "
                    "docs/RESULTS.md).")
-def compare_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, seeds, jobs, patience, target, models, width,
+def compare_cmd(preset, cohort, out, seed, epochs, steps, subjects, workers, threads, seeds, jobs, patience, target, models, width,
                 patch, batchnorm) -> None:
     """Experiment 1 (Table 1, Figure 2): proposed vs Cohen, Fang and Balsiger 2018 on the test split,
     against the reference maps and the ground truth; dictionary matching as a fifth method."""
@@ -76,7 +80,7 @@ def compare_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, s
     check_out(out, kind="dir")
     set_threads(threads)
     res = run_compare(out, preset=preset, cohort=cohort, target=target, seed=seed, seeds=seeds, epochs=epochs,
-                      subjects=subjects, width=width, patch=patch, patience=patience,
+                      steps=steps, subjects=subjects, width=width, patch=patch, patience=patience,
                       models=[m.strip() for m in models.split(",") if m.strip()], workers=workers, jobs=jobs,
                       batchnorm=batchnorm == "on", log=click.echo, progress=progress)
     for stem, table in res.tables.items():
@@ -97,12 +101,12 @@ def compare_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, s
 @click.option("--jobs", type=Num(1, 256, integer=True), default=1, show_default=True,
               help="Trainings at once, each a process with one torch thread.")
 @click.option("--patience", type=Num(0, 100_000, integer=True), default=None,
-              help="Early stopping: epochs without a better validation NRMSE (0: off; default: the preset's).")
+              help="Early stopping: validations without a better (smoothed) validation NRMSE (0: off; default: the preset's).")
 @click.option("--batchnorm", type=click.Choice(["on", "off"]), default="on", show_default=True,
               help="on: the proposed CNN as published; off: without batch normalization (a deviation).")
 @click.option("--seeds", type=Num(1, 1000, integer=True), default=1, show_default=True,
               help="Training seeds per field (SEED, SEED+1, ...); a scan's NRMSE is the mean over them.")
-def receptive_field_cmd(preset, cohort, out, seed, epochs, subjects, workers, threads, fields, target, width, patch, jobs,
+def receptive_field_cmd(preset, cohort, out, seed, epochs, steps, subjects, workers, threads, fields, target, width, patch, jobs,
                         patience, batchnorm, seeds) -> None:
     """Experiment 2 (Figure 3): the proposed CNN per receptive field; per-scan NRMSE boxplots and paired
     Wilcoxon signed-rank tests against the best field, Bonferroni-corrected."""
@@ -112,7 +116,7 @@ def receptive_field_cmd(preset, cohort, out, seed, epochs, subjects, workers, th
     set_threads(threads)
     res = run_receptive_field(out, preset=preset, cohort=cohort, fields=parse_fields(fields), target=target, seed=seed,
                               seeds=seeds,
-                              epochs=epochs, subjects=subjects, width=width, patch=patch, patience=patience,
+                              epochs=epochs, steps=steps, subjects=subjects, width=width, patch=patch, patience=patience,
                               workers=workers, jobs=jobs, batchnorm=batchnorm == "on",
                               log=click.echo, progress=progress)
     for m, rows in res.tests[target].items():
@@ -130,7 +134,7 @@ def receptive_field_cmd(preset, cohort, out, seed, epochs, subjects, workers, th
               help="Preset of the simulated cohort and of training (default: the checkpoint's, else demo).")
 @_common
 @click.option("--frames-per-batch", type=Num(1, 10**6, integer=True), default=None, help="Occluded copies per forward pass (default: by memory).")
-def occlusion_cmd(checkpoint, preset, cohort, out, seed, epochs, subjects, workers, threads, frames_per_batch) -> None:
+def occlusion_cmd(checkpoint, preset, cohort, out, seed, epochs, steps, subjects, workers, threads, frames_per_batch) -> None:
     """Experiment 3 (Figure 4): each temporal frame blacked out in turn (real and imaginary channels, after
     normalization); importance = |NRMSE(occluded) − NRMSE(original)| per frame and map on the test split."""
     from ..experiments.occlusion import run_occlusion
@@ -142,7 +146,7 @@ def occlusion_cmd(checkpoint, preset, cohort, out, seed, epochs, subjects, worke
     from ..shipped import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(checkpoint) if checkpoint is not None else None
-    res = run_occlusion(out, checkpoint=checkpoint, preset=preset, cohort=cohort, seed=seed, epochs=epochs,
+    res = run_occlusion(out, checkpoint=checkpoint, preset=preset, cohort=cohort, seed=seed, epochs=epochs, steps=steps,
                         subjects=subjects, frames_per_batch=frames_per_batch, workers=workers, log=click.echo,
                         progress=progress)
     for j, m in enumerate(res.maps):

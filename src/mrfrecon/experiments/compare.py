@@ -95,6 +95,7 @@ class CompareSettings:
     patience: int | None = None
     jobs: int = 1
     batchnorm: bool = True  # False: every network without batch norm (runs.batchnorm_options)
+    steps: int | None = None  # the budget in optimizer steps, the same for every network (presets with a step budget)
 
 
 def run_specs(settings: CompareSettings, out: str | os.PathLike[str]) -> list[RunSpec]:
@@ -108,7 +109,7 @@ def train_stage(settings: CompareSettings, index: CohortIndex, out: str | os.Pat
                 progress: Callable[[int, str], Any] | None = None) -> list[RunInfo]:
     """Train (or reuse or resume) every run of the comparison (:func:`run_specs`)."""
     return train_runs(run_specs(settings, out), index, preset=settings.preset, jobs=settings.jobs, epochs=settings.epochs,
-                      width=settings.width, patch=settings.patch, patience=settings.patience, log=log, progress=progress)
+                      steps=settings.steps, width=settings.width, patch=settings.patch, patience=settings.patience, log=log, progress=progress)
 
 
 def _targets(target: str) -> list[str]:
@@ -350,6 +351,7 @@ def run_compare(
     patch: int | None = None,
     patience: int | None = None,
     models: Sequence[str] = MODEL_ORDER,
+    steps: int | None = None,
     workers: int = 1,
     jobs: int = 1,
     batchnorm: bool = True,
@@ -365,7 +367,8 @@ def run_compare(
     (``mrfrecon cohort create``) has no ground truth: ``target`` ``"ground-truth"`` or ``"both"``
     is refused before anything is trained or written. ``seeds``: training seeds per
     network (``seed``, ``seed + 1``, …; default the preset's ``seeds``, else 1). ``epochs``
-    (the cap), ``width``, ``patch``, ``patience`` override the preset's training settings;
+    (the cap), ``steps`` (the budget in optimizer steps, the same for every network), ``width``,
+    ``patch``, ``patience`` override the preset's training settings;
     ``jobs`` trainings run at once (processes of one torch thread each). ``batchnorm``: False
     trains every network without batch normalization (a deviation from the papers). ``progress(total,
     description)``: a context manager yielding ``update(done)`` (e.g. the CLI's progress bar),
@@ -392,7 +395,7 @@ def run_compare(
     if jobs < 1:
         raise MrfreconError(f"jobs: expected >= 1, got {jobs}")
     settings = CompareSettings(preset, tuple(targets), tuple(models), tuple(range(seed, seed + n_seeds)), epochs, width,
-                               patch, patience, jobs, bool(batchnorm))
+                               patch, patience, jobs, bool(batchnorm), steps)
     sw = Stopwatch()
     bar = progress if progress is not None else no_bar
 

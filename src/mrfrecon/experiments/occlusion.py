@@ -254,6 +254,7 @@ def run_occlusion(
     cohort: str | os.PathLike[str] | None = None,
     seed: int = 0,
     epochs: int | None = None,
+    steps: int | None = None,
     subjects: int | None = None,
     frames_per_batch: int | None = None,
     workers: int = 1,
@@ -288,7 +289,7 @@ def run_occlusion(
     if ck is None:
         with sw("training"):
             run = train_or_reuse("proposed [reference]", "proposed", index, out / "runs" / "reference" / "proposed",
-                                 preset=preset, target="reference", seed=seed, epochs=epochs, log=log,
+                                 preset=preset, target="reference", seed=seed, epochs=epochs, steps=steps, log=log,
                                  show_progress=show_progress)
         ck = load_checkpoint(run.checkpoint)
     dev = default_device()

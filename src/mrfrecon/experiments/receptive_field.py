@@ -152,6 +152,7 @@ def run_receptive_field(
     seed: int = 0,
     seeds: int = 1,
     epochs: int | None = None,
+    steps: int | None = None,
     subjects: int | None = None,
     width: float | None = None,
     patch: int | None = None,
@@ -163,7 +164,8 @@ def run_receptive_field(
     progress: Callable[[int, str], Any] | None = None,
 ) -> RFResult:
     """Run the receptive-field sweep into the result folder ``out`` (module docstring).
-    Arguments as :func:`mrfrecon.experiments.compare.run_compare`; ``seeds`` training seeds per
+    Arguments as :func:`mrfrecon.experiments.compare.run_compare` (``steps``: the budget in optimizer
+    steps of every field's runs); ``seeds`` training seeds per
     field (``seed``, ``seed + 1``, …; a scan's NRMSE is the mean over a field's seeds, so the tests
     compare fields rather than single networks); ``target`` is ``"reference"`` or ``"ground-truth"`` (the training
     target and the NRMSE's reference); ``jobs`` trainings at once; ``batchnorm`` False: the
@@ -198,7 +200,7 @@ def run_receptive_field(
                      out / "runs" / target / f"rf{f:02d}" / (f"seed-{s_}" if seeds > 1 else ""),
                      {"receptive_field": f, **bn}) for f in fields for s_ in seed_list]
     with sw("training"):
-        runs: list[RunInfo] = train_runs(specs, index, preset=preset, jobs=jobs, epochs=epochs, width=width, patch=patch,
+        runs: list[RunInfo] = train_runs(specs, index, preset=preset, jobs=jobs, epochs=epochs, steps=steps, width=width, patch=patch,
                                          patience=patience, log=log, progress=progress)
     failed = [r for r in runs if not r.ok]
     if failed:  # a field without a network has no NRMSE: the sweep cannot rank it
