@@ -71,7 +71,8 @@ def batchnorm_options(model: str, batchnorm: bool) -> dict[str, Any]:
     """The options of ``model`` that take every batch norm out when ``batchnorm`` is False ({}
     when True: the networks as published). DRONE has none to begin with; the proposed CNN loses
     its head's BN too. Why an experiment would: at the study scale, batch statistics over batches
-    of 8 patches hold the 5 × 5 CNN's T1H2O at the constant predictor (docs/RESULTS.md)."""
+    of 8 patches held the 5 × 5 CNN's T1H2O at the constant predictor with the first study scheme
+    (docs/study/first_scheme.md, "Batch normalization")."""
     from ..models import MODELS
 
     if batchnorm:

@@ -55,7 +55,7 @@ class Balsiger2018(MRFNet):
     batchnorm
         Batch normalization after every ReLU (default, as the authors' MIDL 2019 layers);
         ``False`` drops it (``conv → ReLU``), an ablation of what batch statistics do to T1H2O
-        (docs/RESULTS.md).
+        (docs/study/first_scheme.md).
     """
 
     name = "balsiger2018"

@@ -75,7 +75,7 @@ class Fang2018(MRFNet):
         Channels of the U-Net levels, finest first; ``len − 1`` poolings (default two).
     batchnorm
         Batch normalization after every ReLU (default); ``False`` drops it, the batch-norm
-        ablation of docs/RESULTS.md.
+        ablation of docs/study/first_scheme.md.
     """
 
     name = "fang2018"

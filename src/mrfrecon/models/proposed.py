@@ -52,7 +52,7 @@ class ProposedCNN(MRFNet):
         text describes a plain linear output).
     batchnorm
         Batch normalization after every hidden ReLU (default, the authors' layers); ``False``
-        makes every layer ``conv → ReLU`` — an ablation (docs/RESULTS.md), not the paper's network.
+        makes every layer ``conv → ReLU`` — an ablation (docs/study/first_scheme.md), not the paper's network.
     """
 
     name = "proposed"
