@@ -385,6 +385,13 @@ def test_receptive_field_with_two_seeds_averages_each_scan_over_the_seeds(compar
         a, b = per_seed[0]["t1h2o"], per_seed[1]["t1h2o"]
         assert mean == pytest.approx((a + b) / 2, rel=1e-3) and sd == pytest.approx(abs(a - b) / 2 ** 0.5, rel=2e-2)
     assert "4, 5" in (out / "report.md").read_text()
+    # † marks a field with a run whose convergence.json says it did not converge, in both tables
+    for f in (1, 3):
+        ok = all(json.loads((runs[(f, s)].parent / "convergence.json").read_text())["converged"] for s in (4, 5))
+        for table, col in (("nrmse_seeds_against_reference.csv", "method"),
+                           ("nrmse_by_field_against_reference.csv", "receptive field")):
+            label = next(r_[col] for r_ in _csv(out / table) if f"{f}×{f}" in r_[col])
+            assert label.endswith("†") == (not ok)
     # the baselines are the comparison's (its own code path, the same training split and test scan)
     base = {(r_["method"], r_["map"]): float(r_["nrmse"]) for r_ in _csv(out / "nrmse_per_scan_by_seed.csv")
             if r_["against"] == "reference" and not r_["seed"]}

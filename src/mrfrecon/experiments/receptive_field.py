@@ -288,7 +288,7 @@ def run_receptive_field(
                            "numbers: Bonferroni-corrected p vs the best field.")
             rows = []
             for f in fields:
-                row: dict[str, Any] = {"receptive field": f"{f}×{f}"}
+                row: dict[str, Any] = {"receptive field": f"{f}×{f}" + ("" if converged[f] else " †")}
                 for m in MAPS:
                     r = {t.label: t for t in tests[a][m]}[str(f)]
                     v = np.asarray(values[a][m][f])
@@ -296,7 +296,8 @@ def run_receptive_field(
                     ptxt = "best" if r.best else (f"p = {fmt(r.p_corrected, 3)}" if not math.isnan(r.p_corrected) else "n/a")
                     row[map_label(m, unit=False)] = f"{fmt(r.median)} [{fmt(q1, 3)}, {fmt(q3, 3)}] ({ptxt})"
                 rows.append(row)
-            rep.text(f"Median NRMSE [quartiles] against the {a} maps, and the corrected p vs the best field:")
+            rep.text(f"Median NRMSE [quartiles] against the {a} maps, and the corrected p vs the best field († a field "
+                     "with a run that did not converge):")
             rep.table(f"nrmse_by_field_against_{a}", rows, list(rows[0]))
             srows = seed_rows(fields, seed_list, seed_vals[a], base_vals[a], converged)
             rep.text(f"Mean NRMSE over the test scans against the {a} maps, "
