@@ -212,7 +212,6 @@ def run_receptive_field(
     cks = {k: load_checkpoint(r.checkpoint) for k, r in zip(keys, runs, strict=True)}
     nets = {k: ck.build_model(dev) for k, ck in cks.items()}
     against_list = [target]
-    values: dict[str, dict[str, dict[int, list[float]]]] = {}
     seed_vals: dict[str, dict[str, dict[tuple[int, int], list[float]]]] = {}
     base_vals: dict[str, dict[str, dict[str, list[float]]]] = {}
     with sw("baselines (training means)"):
@@ -232,28 +231,27 @@ def run_receptive_field(
                 if not all(m in sources[a] for m in MAPS):
                     raise MrfreconError(f"{p}: no {a} maps to compute the NRMSE against")
             masks = {a: masks_for(sources[a]["ff"], scan.foreground, maps=MAPS) for a in against_list}
-            for f in fields:
-                per_seed: dict[str, dict[str, list[float]]] = {}
-                for s_ in seed_list:
-                    pred = predict_normalized(cks[(f, s_)], nets[(f, s_)], series, scan.foreground, dev)
-                    for a in against_list:
-                        for m in MAPS:
-                            v = nrmse(pred[m], sources[a][m], masks[a][m])
-                            per_seed.setdefault(a, {}).setdefault(m, []).append(v)
-                            seed_vals.setdefault(a, {}).setdefault(m, {}).setdefault((f, s_), []).append(float(v))
-                for a, by_map in per_seed.items():  # the scan's NRMSE: the mean over the field's seeds
-                    for m, v in by_map.items():
-                        values.setdefault(a, {}).setdefault(m, {}).setdefault(f, []).append(float(np.mean(v)))
-            for a in against_list:
-                # the matching maps are the reference: a baseline only against the ground truth
-                for b in RF_BASELINES + (("matching",) if a == "ground-truth" else ()):
-                    bm = baseline_maps(b, scan, const)
+            for k in keys:
+                pred = predict_normalized(cks[k], nets[k], series, scan.foreground, dev)
+                for a in against_list:
+                    for m in MAPS:
+                        seed_vals.setdefault(a, {}).setdefault(m, {}).setdefault(k, []).append(
+                            float(nrmse(pred[m], sources[a][m], masks[a][m])))
+            # the matching maps are the reference: a baseline only against the ground truth
+            for b in RF_BASELINES + (("matching",) if "ground-truth" in against_list else ()):
+                bm = baseline_maps(b, scan, const)
+                for a in against_list:
+                    if b == "matching" and a == "reference":
+                        continue
                     for m in MAPS:
                         base_vals.setdefault(a, {}).setdefault(b, {}).setdefault(m, []).append(
                             float(nrmse(bm[m], sources[a][m], masks[a][m])))
             del series
             cb(i + 1)
     del nets
+    # a scan's NRMSE per field: the mean over the field's seeds
+    values = {a: {m: {f: np.mean([by_key[(f, s_)] for s_ in seed_list], axis=0).tolist() for f in fields}
+                  for m, by_key in by_map.items()} for a, by_map in seed_vals.items()}
 
     tests = {a: {m: compare_to_best({str(f): v for f, v in values[a][m].items()}, alpha=ALPHA) for m in MAPS}
              for a in against_list}
