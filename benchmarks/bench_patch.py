@@ -8,7 +8,10 @@ patch size: seconds per step, output voxels per second, the ratio of that to the
 same round (the sizes interleaved, best of ``--rounds``), and GFLOP/s against the one-thread
 matmul peak measured in the same run.
 
-Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_patch.py [--sizes 32,48,64] [--rounds 3]``
+``--profile``: then, for the first size, the forward multiply-adds of each convolution and the
+torch profiler's share of a step's time by operator (where a step goes).
+
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_patch.py [--sizes 32,48,64] [--rounds 3] [--profile]``
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="32,48,64")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--profile", action="store_true")
     a = ap.parse_args()
     sizes = [int(s) for s in a.sizes.split(",")]
     torch.set_num_threads(1)
@@ -71,6 +75,37 @@ def main() -> None:
         rate = gflop / best[s]
         ratio = f"{vox / base:.2f}" if base else "–"
         print(f"| {s}² ({side}²) | {best[s]:.3f} | {vox:,.0f} | {ratio} | {rate:.0f} ({rate / peak:.0%}) |")
+    if a.profile:
+        profile(net, step, sizes[0], a.batch)
+
+
+def profile(net: torch.nn.Module, step, size: int, batch: int) -> None:
+    """Forward GFLOP per convolution (2 × multiply-adds) and the profiler's share of 3 steps by operator."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    x = torch.randn(batch, 350, size + 2 * MARGIN, size + 2 * MARGIN)
+    rows: list[tuple[str, float]] = []
+
+    def hook(m: torch.nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        if isinstance(m, torch.nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1]
+            rows.append((f"{k ** 0.5:.0f}×{k ** 0.5:.0f} {m.in_channels}→{m.out_channels}",
+                         2 * out.numel() * m.in_channels * k / m.groups / 1e9))
+
+    hs = [m.register_forward_hook(hook) for m in net.modules()]
+    with torch.no_grad():
+        net(x)
+    for h in hs:
+        h.remove()
+    total = sum(g for _, g in rows)
+    print(f"\nforward GFLOP at {size}² (batch {batch}): {total:.1f}; the largest convolutions:")
+    for name, g in sorted(rows, key=lambda r: -r[1])[:5]:
+        print(f"- {name}: {g:.2f} ({g / total:.0%})")
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            step(size)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
 if __name__ == "__main__":
