@@ -414,3 +414,71 @@ def test_experiment_steps_sets_every_runs_budget(compared, tmp_path):
     d = out / "runs" / "reference" / "rf01"
     assert json.loads((d / "run.json").read_text())["settings"]["budget"] == {"steps": 7}
     assert int(_csv(d / "log.csv")[-1]["step"]) == 7
+
+
+# ================================================================================ the budget-doubling test
+def test_doubling_verdict_on_known_per_subject_values():
+    """15 subjects: a 10 % gain at twice the budget on one map is 'not converged', a 1 % gain —
+    significant but below the 2 % tolerance — and a loss are 'converged'; 2 subjects cannot
+    reach α after the correction: 'undecided'. p-values checked against scipy."""
+    from mrfrecon.experiments.budget import doubling_cells, doubling_verdict
+
+    rng = np.random.default_rng(3)
+    short = {(a, m): rng.uniform(0.03, 0.08, 15) for a in ("reference", "ground-truth") for m in ("t1h2o", "ff", "b1")}
+    jitter = {k: rng.uniform(-0.002, 0.002, 15) for k in short}
+    small = {k: v * 0.99 + 1e-5 * rng.uniform(0, 1, 15) if k == ("reference", "ff") else v + jitter[k]
+             for k, v in short.items()}
+    cells = doubling_cells("proposed", short, small)
+    ff = next(c for c in cells if (c.against, c.map) == ("reference", "ff"))
+    assert ff.p_corrected < 0.05 and ff.change == pytest.approx(-0.01, abs=1e-3) and not ff.material
+    assert doubling_verdict(cells)[0] == "converged"
+    gain = {**small, ("reference", "t1h2o"): short[("reference", "t1h2o")] * 0.9}
+    cells = doubling_cells("proposed", short, gain)
+    c = next(c for c in cells if (c.against, c.map) == ("reference", "t1h2o"))
+    assert c.change == pytest.approx(-0.1) and c.better == 15 and c.material
+    assert c.p == pytest.approx(st.wilcoxon(short[("reference", "t1h2o")], gain[("reference", "t1h2o")]).pvalue)
+    assert c.p_corrected == pytest.approx(min(1.0, 6 * c.p))
+    verdict, why = doubling_verdict(cells)
+    assert verdict == "not converged" and "T1H2O against the reference by 10.0%" in why
+    worse = {**small, ("ground-truth", "b1"): short[("ground-truth", "b1")] * 1.2}
+    assert doubling_verdict(doubling_cells("proposed", short, worse))[0] == "converged"
+    two = {k: v[:2] for k, v in short.items()}
+    assert doubling_verdict(doubling_cells("proposed", two, {k: v * 0.5 for k, v in two.items()}))[0] == "undecided"
+
+
+def test_budget_experiment_reuses_a_comparisons_runs_and_scores_them_alike(compared, tmp_path):
+    """`experiment budget --base COMPARE`: the comparison's finished 4-step run is reused (not
+    trained again), the 8-step run is trained into OUT with its own budget, the short run's
+    per-subject NRMSE equals the comparison's own evaluation of it, and one test subject gives
+    'undecided'. A base with other settings is refused in one line before anything is trained."""
+    cmp_dir = tmp_path / "cmp"
+    run("experiment", "compare", "--preset", "tiny", "--cohort", str(compared / "cohort"), "--out", str(cmp_dir),
+        "--steps", "4", "--threads", "1", "--seeds", "1", "--models", "cohen2018")
+    before = (cmp_dir / "runs" / "reference" / "cohen2018" / "seed-0" / "log.csv").read_text()
+    out = tmp_path / "budget"
+    r = run("experiment", "budget", "--preset", "tiny", "--cohort", str(compared / "cohort"), "--out", str(out),
+            "--steps", "4", "--models", "cohen2018", "--base", str(cmp_dir), "--threads", "1")
+    assert "cohen2018: undecided at 4 steps" in r.output
+    assert (cmp_dir / "runs" / "reference" / "cohen2018" / "seed-0" / "log.csv").read_text() == before
+    long_dir = out / "runs" / "steps-8" / "reference" / "cohen2018" / "seed-0"
+    assert json.loads((long_dir / "run.json").read_text())["settings"]["budget"] == {"steps": 8}
+    assert int(_csv(long_dir / "log.csv")[-1]["step"]) == 8
+    assert not (out / "runs" / "steps-4").exists()
+    assert_report_complete(out, "doubling.csv", "verdict.csv", "verdict.json", "per_scan.csv", "training.csv")
+    mine = {(r_["against"], r_["map"], r_["scan"]): float(r_["nrmse"]) for r_ in _csv(out / "per_scan.csv")
+            if r_["steps"] == "4"}
+    theirs = {(r_["against"], r_["map"], r_["scan"]): float(r_["nrmse"]) for r_ in _csv(cmp_dir / "per_scan.csv")
+              if r_["method"] == "cohen2018"}
+    assert mine and mine.keys() == theirs.keys()
+    for k, v in mine.items():
+        assert v == pytest.approx(theirs[k], rel=1e-5)
+    cells = _csv(out / "doubling.csv")
+    assert len(cells) == 6 and {c["long_steps"] for c in cells} == {"8"}
+    assert json.loads((out / "verdict.json").read_text())["verdicts"]["cohen2018"]["verdict"] == "undecided"
+    # a base trained with another budget: refused, nothing trained
+    bad = CliRunner().invoke(cli, ["experiment", "budget", "--preset", "tiny", "--cohort", str(compared / "cohort"),
+                                   "--out", str(tmp_path / "b2"), "--steps", "5", "--models", "cohen2018", "--base",
+                                   str(cmp_dir), "--threads", "1"], obj={})
+    assert bad.exit_code == 2 and "budget" in bad.output and "only reused" in bad.output, bad.output
+    assert not (tmp_path / "b2" / "runs").exists()
+    assert (cmp_dir / "runs" / "reference" / "cohen2018" / "seed-0" / "log.csv").read_text() == before

@@ -202,3 +202,41 @@ def overfit_cmd(cohort, out, models, subjects, preset, steps, schedule, lr, head
         click.echo(f"{n}: T1H2O {res.scores[n]['t1h2o']:.4f} vs constant {res.constant['t1h2o']:.4f} — "
                    f"{'pass' if ok else 'FAIL'}")
     click.echo(f"report: {res.report}")
+
+
+@experiment.command("budget")
+@click.option("--preset", type=click.Choice(_PRESETS), default="study", show_default=True,
+              help="Cohort size and training recipe.")
+@_common
+@click.option("--models", default="proposed,cohen2018,fang2018,balsiger2018", show_default=True,
+              help="Comma-separated networks to test.")
+@click.option("--factor", type=Num(2, 1000, integer=True), default=2, show_default=True,
+              help="The long budget is FACTOR × --steps.")
+@click.option("--seeds", type=Num(1, 1000, integer=True), default=1, show_default=True,
+              help="Training seeds per network (SEED, SEED+1, ...), trained at both budgets.")
+@click.option("--target", type=click.Choice(["reference", "ground-truth"]), default="reference", show_default=True,
+              help="Training target of the runs.")
+@click.option("--base", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="An `experiment compare` folder whose finished runs with the same settings are the --steps runs "
+                   "(reused, never trained there).")
+@click.option("--tolerance", type=Num(0.0, 1.0), default=0.02, show_default=True,
+              help="Relative gain in mean test NRMSE that counts as not converged (when significant).")
+@click.option("--jobs", type=Num(1, 256, integer=True), default=1, show_default=True,
+              help="Trainings at once, each a process with one torch thread.")
+def budget_cmd(preset, cohort, out, seed, epochs, steps, subjects, workers, threads, models, factor, seeds, target, base,
+               tolerance, jobs) -> None:
+    """The budget-doubling test: each network trained at --steps and at FACTOR × --steps, scored per test
+    subject against the reference and the ground truth; converged when the longer budget gains no more than
+    --tolerance with significance (paired Wilcoxon, Bonferroni)."""
+    from ..experiments.budget import run_budget
+
+    if epochs is not None:
+        raise MrfreconError("--epochs: the budget test takes its budget in optimizer steps (--steps)")
+    check_out(out, kind="dir")
+    set_threads(threads)
+    res = run_budget(out, preset=preset, cohort=cohort, models=[m.strip() for m in models.split(",") if m.strip()],
+                     steps=steps, factor=factor, seed=seed, seeds=seeds, target=target, base=base, tolerance=tolerance,
+                     subjects=subjects, workers=workers, jobs=jobs, log=click.echo, progress=progress)
+    for m, (verdict, why) in res.verdicts.items():
+        click.echo(f"{m}: {verdict} at {res.steps[0]} steps — {why}")
+    click.echo(f"report: {res.report}")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import MrfreconError
 from ..io import CohortIndex, atomic_write_text
 from .common import MAPS, Log, _quiet
 
@@ -130,6 +131,7 @@ class RunSpec:
     seed: int
     run_dir: Path
     model_options: Mapping[str, Any] = field(default_factory=dict)
+    steps: int | None = None  # this run's budget in optimizer steps (None: the experiment's)
 
 
 def _jsonable(d: Any) -> Any:
@@ -166,10 +168,14 @@ def train_or_reuse(
     model_options: Mapping[str, Any] | None = None,
     log: Log = _quiet,
     show_progress: bool | None = None,
+    reuse_only: bool = False,
 ) -> RunInfo:
     """Train ``model`` on ``index``'s training split into ``run_dir`` (best model on validation
     NRMSE, :func:`mrfrecon.training.train`), unless a run with the same settings is there
-    (module docstring). A run that diverges returns status ``"diverged"`` instead of raising."""
+    (module docstring). A run that diverges returns status ``"diverged"`` instead of raising.
+    ``reuse_only``: the folder belongs to another experiment; a finished run with these settings
+    is reused, anything else raises :class:`MrfreconError` (nothing there is trained, resumed or
+    deleted)."""
     from ..checkpoint import load_checkpoint
     from ..models import count_parameters
     from ..training import BEST, LAST, LOG, TrainingDiverged, train
@@ -216,12 +222,19 @@ def train_or_reuse(
             status = "resumed"
         elif not why and best.exists() and (stopped or (done_steps is not None and done_steps == total_steps)):
             status = "reused"
-        else:
+        if reuse_only and status != "reused":
+            raise MrfreconError(f"{run_dir}: not a finished run with these settings ("
+                                + ("; ".join(why) if why else f"unfinished at step {done_steps} of {total_steps}")
+                                + "); runs of another experiment are only reused, never trained here")
+        if status not in ("resumed", "reused"):
             if not why:
                 why.append("an unfinished run without its training state")
             log(f"{name}: settings changed ({'; '.join(why)}): training again in {run_dir}")
             for f in (best, last, logf, meta, bad):
                 f.unlink(missing_ok=True)
+    elif reuse_only:
+        raise MrfreconError(f"{run_dir}: no trained run there (checkpoint_best.pt); runs of another experiment are "
+                            "only reused, never trained here")
     t0 = time.perf_counter()
     if status != "reused":
         if status == "resumed":
@@ -298,6 +311,7 @@ def _run_one(spec: RunSpec, index_root: str, kw: dict[str, Any]) -> RunInfo:
         def log(msg: str) -> None:
             fh.write(time.strftime("%H:%M:%S ") + msg + "\n")
 
+        kw = dict(kw, steps=spec.steps) if spec.steps is not None else kw
         return train_or_reuse(spec.name, spec.model, index, spec.run_dir, target=spec.target, seed=spec.seed,
                               model_options=dict(spec.model_options), log=log, show_progress=False, **kw)
 
