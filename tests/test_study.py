@@ -162,6 +162,42 @@ def test_early_stopping_stops_after_patience_and_the_run_is_reused(tiny_cohort, 
         train("cohen2018", tiny_cohort.root, tmp_path / "bad", preset="tiny", patience=-1)
 
 
+def test_a_run_early_stopping_did_not_end_is_reused_under_another_patience(tiny_cohort, tmp_path, monkeypatch):
+    """Early stopping only ends a run: a finished run that neither its own rule nor the requested one
+    would have stopped is reused under the requested patience; one the requested rule would have
+    stopped, or one its own rule stopped, is trained again."""
+    import mrfrecon.training.loop as loop
+    from mrfrecon.experiments.runs import train_or_reuse
+
+    state = {"scores": iter(()), "n": 0}
+
+    def fake_validation(*a, **k):
+        state["n"] += 1
+        v = 0.1 if state["n"] % 2 else next(state["scores"])
+        return {"t1h2o": v, "ff": v, "b1": v, "mean": v}
+
+    monkeypatch.setattr(loop, "validation_nrmse", fake_validation)
+    kw = dict(preset="tiny", epochs=6)
+    falling = [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
+    state["scores"] = iter(falling)
+    d = tmp_path / "falling"
+    assert train_or_reuse("c", "cohen2018", tiny_cohort, d, patience=0, **kw).status == "trained"
+    assert train_or_reuse("c", "cohen2018", tiny_cohort, d, patience=2, **kw).status == "reused"
+    # a plateau after epoch 2: patience 2 (running median of 3) would have stopped it at epoch 5
+    state["scores"] = iter([0.5, 0.3, 0.4, 0.45, 0.5, 0.55])
+    d = tmp_path / "plateau"
+    assert train_or_reuse("c", "cohen2018", tiny_cohort, d, patience=0, **kw).status == "trained"
+    logs: list[str] = []
+    state["scores"] = iter([0.5, 0.3, 0.4, 0.45, 0.5, 0.55])
+    again = train_or_reuse("c", "cohen2018", tiny_cohort, d, patience=2, log=logs.append, **kw)
+    assert again.status == "trained" and any("settings changed" in s and "stopping" in s for s in logs)
+    # that run stopped early under patience 2: asked for without early stopping, it is trained again
+    logs.clear()
+    state["scores"] = iter(falling)
+    assert train_or_reuse("c", "cohen2018", tiny_cohort, d, patience=0, log=logs.append, **kw).status == "trained"
+    assert any("stopping" in s for s in logs)
+
+
 def test_a_diverging_run_stops_cleanly_and_is_not_retried(tiny_cohort, tmp_path, monkeypatch):
     import torch
 
@@ -216,7 +252,14 @@ def test_the_study_preset_meets_the_issue():
     tr, va, te = split_counts(int(c["subjects"]))
     assert tr >= 40 and va >= 10 and te >= 12
     assert c["fov_mm"] / c["matrix"] <= 1.5  # pixel size (mm)
-    assert t["seeds"] >= 3 and t["patience"] >= 1 and t["steps"] > t["eval_every"] * t["patience"]
+    assert t["seeds"] >= 3
+    # early stopping must not end a run before its cosine rate has decayed to 0.1 × the peak (it
+    # cut the annealing short, docs/RESULTS.md): off, or not before that step
+    from mrfrecon.training.schedule import parse_schedule
+
+    sched = parse_schedule(t["schedule"])
+    decayed = next(s for s in range(1, t["steps"] + 1) if sched.factor(s, t["steps"]) <= 0.1)
+    assert t["patience"] == 0 or t.get("min_steps", 0) >= decayed
 
 
 # ================================================================================ shipped checkpoints

@@ -209,6 +209,11 @@ def train_or_reuse(
         cfg.setdefault("t1h2o_loss_mask", DEFAULT_T1H2O_LOSS_MASK)  # runs from before the option
         cfg["model_options"] = canonical_options(model, cfg.get("model_options") or {})
         diff = [k for k in _SETTING_KEYS if _jsonable(cfg.get(k)) != _jsonable(want[k])]
+        if "stopping" in diff and done_steps is not None and not stopped and not _would_stop(run_dir, want):
+            # early stopping only ends a run, it never changes its steps: a run that neither its own rule
+            # nor the new one stops at any of its evaluations is the same run under both (finished:
+            # reused; unfinished: resumed under the new rule)
+            diff.remove("stopping")
         why += [f"{k} {cfg.get(k)!r} → {want[k]!r}" for k in diff]
         if bad.exists():
             why.append("an earlier run with other settings diverged")
@@ -263,6 +268,20 @@ def train_or_reuse(
                    count_parameters(ck.build_model()), want, seed, len(rows), total,
                    best_step=int(ck.meta.get("step", 0)), steps_done=int(rows[-1]["step"]) if rows else 0,
                    converged=bool(conv.get("converged")), convergence=str(conv.get("reason", "no verdict (older run)")))
+
+
+def _would_stop(run_dir: Path, want: Mapping[str, Any]) -> bool:
+    """Whether the early stopping of ``want`` would have ended the run in ``run_dir`` at one of
+    its logged evaluations (before the end of its budget)."""
+    from ..training.stopping import EarlyStopping
+
+    rule = EarlyStopping(**want["stopping"])
+    rows = [r for r in _log_rows(run_dir) if r.get("val_nrmse_mean") not in (None, "")]
+    scores = [float(r["val_nrmse_mean"]) for r in rows]
+    steps = [int(r["step"]) for r in rows]
+    budget = int(want["budget"].get("steps", 0)) or None
+    return any((budget is None or steps[i] < budget) and rule.should_stop(scores[: i + 1], steps[: i + 1])
+               for i in range(len(rows)))
 
 
 def _budget_grows(cfg: Mapping[str, Any], want: Mapping[str, Any]) -> bool:
