@@ -95,6 +95,10 @@ def test_convergence_criterion():
     v = assess_convergence(steps, flat, 0.01, False)
     assert v.converged and abs(v.loss_change) < 0.01
     assert assess_convergence(steps, flat, 1.0, True).converged  # stopped on the smoothed validation
+    # under a schedule that decays by itself, a run stopped before its rate decayed has not settled
+    v = assess_convergence(steps, flat, 0.87, True, rate_decays=True)
+    assert not v.converged and not v.settled and "stopped early" in v.reason and "not decayed" in v.reason
+    assert assess_convergence(steps, flat, 0.05, True, rate_decays=True).converged
     assert not assess_convergence([], [], 1.0, False).converged
 
 

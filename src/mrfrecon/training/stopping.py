@@ -100,7 +100,7 @@ class Convergence:
 
 def assess_convergence(steps: Sequence[int], losses: Sequence[float], lr_factor_end: float, stopped_early: bool,
                        *, fraction: float = 0.1, tolerance: float = 0.01, decayed: float = 0.1,
-                       what: str = "training loss") -> Convergence:
+                       what: str = "training loss", rate_decays: bool = False) -> Convergence:
     """The stated convergence criterion of mrfrecon's runs.
 
     A run has converged when (1) its training loss has flattened: the mean training loss over the
@@ -112,7 +112,10 @@ def assess_convergence(steps: Sequence[int], losses: Sequence[float], lr_factor_
     ``steps``: the optimizer step of each point; ``losses``: the loss there (same length). The
     training loop passes the loss of a fixed probe set of training samples every ≈ 1 % of the
     budget (``what`` "probe-set loss"): the minibatch losses scatter too much for a 1 % tolerance.
-    ``lr_factor_end``: the schedule's factor at the last step.
+    ``lr_factor_end``: the schedule's factor at the last step. ``rate_decays``: the schedule lowers
+    the rate by itself over the budget (cosine, step); then a run that early stopping ended before
+    its rate decayed has not settled — it stopped before annealing (measured:
+    docs/study/budget/early_stopping_cosine.md).
     """
     steps_a = np.asarray(steps, dtype=float)
     loss_a = np.asarray(losses, dtype=float)
@@ -126,11 +129,12 @@ def assess_convergence(steps: Sequence[int], losses: Sequence[float], lr_factor_
     else:
         change = float((last.mean() - before.mean()) / before.mean())
         plateau = change > -tolerance
-    settled = stopped_early or lr_factor_end <= decayed
+    settled = lr_factor_end <= decayed or (stopped_early and not rate_decays)
     parts = []
     parts.append(f"{what} {change:+.1%} over the last {fraction:.0%} of steps"
                  + (" (flat)" if plateau else " (still falling)") if math.isfinite(change)
                  else "too few evaluations to judge the training loss")
-    parts.append("stopped on the smoothed validation" if stopped_early else
-                 f"learning rate at {lr_factor_end:.3g} × its peak" + (" (decayed)" if settled else " (not decayed)"))
+    parts.append("stopped on the smoothed validation" if stopped_early and not rate_decays else
+                 ("stopped early, " if stopped_early else "") + f"learning rate at {lr_factor_end:.3g} × its peak"
+                 + (" (decayed)" if lr_factor_end <= decayed else " (not decayed)"))
     return Convergence(bool(plateau and settled), bool(plateau), bool(settled), change, "; ".join(parts))
