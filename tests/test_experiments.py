@@ -482,3 +482,23 @@ def test_budget_experiment_reuses_a_comparisons_runs_and_scores_them_alike(compa
     assert bad.exit_code == 2 and "budget" in bad.output and "only reused" in bad.output, bad.output
     assert not (tmp_path / "b2" / "runs").exists()
     assert (cmp_dir / "runs" / "reference" / "cohen2018" / "seed-0" / "log.csv").read_text() == before
+
+
+def test_compare_augment_trains_every_run_with_flips_and_quarter_turns(compared, tmp_path):
+    """--augment reaches each run's training (its checkpoint's config) and its reuse key: the same
+    folder without --augment trains again."""
+    from mrfrecon.checkpoint import load_checkpoint
+
+    out = tmp_path / "aug"
+    args = ["experiment", "compare", "--preset", "tiny", "--cohort", str(compared / "cohort"), "--out", str(out),
+            "--steps", "3", "--threads", "1", "--seeds", "1", "--models", "balsiger2018"]
+    run(*args, "--augment")
+    d = out / "runs" / "reference" / "balsiger2018" / "seed-0"
+    assert json.loads((d / "run.json").read_text())["settings"]["augment"] is True
+    assert load_checkpoint(d / "checkpoint_last.pt").training["config"]["augment"] is True
+    assert "| augment | True |" in (out / "report.md").read_text()
+    run(*args, "--augment")
+    assert {r["status"] for r in _csv(out / "training.csv")} == {"reused"}
+    run(*args)
+    assert {r["status"] for r in _csv(out / "training.csv")} == {"trained"}
+    assert json.loads((d / "run.json").read_text())["settings"]["augment"] is False

@@ -71,8 +71,10 @@ def experiment() -> None:
 @click.option("--batchnorm", type=click.Choice(["on", "off"]), default="on", show_default=True,
               help="on: the networks as published; off: every network without batch normalization (a deviation, "
                    "docs/RESULTS.md).")
+@click.option("--augment/--no-augment", default=None,
+              help="Flips and quarter turns of the training samples, as Fang et al.'s public code (default: the preset's).")
 def compare_cmd(preset, cohort, out, seed, epochs, steps, subjects, workers, threads, seeds, jobs, patience, target, models, width,
-                patch, batchnorm) -> None:
+                patch, batchnorm, augment) -> None:
     """Experiment 1 (Table 1, Figure 2): proposed vs Cohen, Fang and Balsiger 2018 on the test split,
     against the reference maps and the ground truth; dictionary matching as a fifth method."""
     from ..experiments.compare import run_compare
@@ -82,7 +84,7 @@ def compare_cmd(preset, cohort, out, seed, epochs, steps, subjects, workers, thr
     res = run_compare(out, preset=preset, cohort=cohort, target=target, seed=seed, seeds=seeds, epochs=epochs,
                       steps=steps, subjects=subjects, width=width, patch=patch, patience=patience,
                       models=[m.strip() for m in models.split(",") if m.strip()], workers=workers, jobs=jobs,
-                      batchnorm=batchnorm == "on", log=click.echo, progress=progress)
+                      batchnorm=batchnorm == "on", augment=augment, log=click.echo, progress=progress)
     for stem, table in res.tables.items():
         click.echo(f"\nTable 1 — {res.titles[stem]} ({stem}):\n{table.rstrip()}")
     click.echo(f"\nreport: {res.report}")

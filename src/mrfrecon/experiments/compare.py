@@ -96,6 +96,7 @@ class CompareSettings:
     jobs: int = 1
     batchnorm: bool = True  # False: every network without batch norm (runs.batchnorm_options)
     steps: int | None = None  # the budget in optimizer steps, the same for every network (presets with a step budget)
+    augment: bool | None = None  # flips and quarter turns of the training samples (None: the preset's)
 
 
 def run_specs(settings: CompareSettings, out: str | os.PathLike[str]) -> list[RunSpec]:
@@ -109,7 +110,8 @@ def train_stage(settings: CompareSettings, index: CohortIndex, out: str | os.Pat
                 progress: Callable[[int, str], Any] | None = None) -> list[RunInfo]:
     """Train (or reuse or resume) every run of the comparison (:func:`run_specs`)."""
     return train_runs(run_specs(settings, out), index, preset=settings.preset, jobs=settings.jobs, epochs=settings.epochs,
-                      steps=settings.steps, width=settings.width, patch=settings.patch, patience=settings.patience, log=log, progress=progress)
+                      steps=settings.steps, width=settings.width, patch=settings.patch, patience=settings.patience,
+                      augment=settings.augment, log=log, progress=progress)
 
 
 def _targets(target: str) -> list[str]:
@@ -355,6 +357,7 @@ def run_compare(
     workers: int = 1,
     jobs: int = 1,
     batchnorm: bool = True,
+    augment: bool | None = None,
     log: Log = print,
     progress: Callable[[int, str], Any] | None = None,
     title: str = "Experiment 1: comparison of reconstruction methods (paper section 3.1, Table 1, Figure 2)",
@@ -370,7 +373,8 @@ def run_compare(
     (the cap), ``steps`` (the budget in optimizer steps, the same for every network), ``width``,
     ``patch``, ``patience`` override the preset's training settings;
     ``jobs`` trainings run at once (processes of one torch thread each). ``batchnorm``: False
-    trains every network without batch normalization (a deviation from the papers). ``progress(total,
+    trains every network without batch normalization (a deviation from the papers); ``augment``: flips
+    and quarter turns of the training samples (None: the preset's). ``progress(total,
     description)``: a context manager yielding ``update(done)`` (e.g. the CLI's progress bar),
     for the simulation, the trainings and the prediction loop. ``extra_sections``: Markdown
     appended to the report.
@@ -395,7 +399,7 @@ def run_compare(
     if jobs < 1:
         raise MrfreconError(f"jobs: expected >= 1, got {jobs}")
     settings = CompareSettings(preset, tuple(targets), tuple(models), tuple(range(seed, seed + n_seeds)), epochs, width,
-                               patch, patience, jobs, bool(batchnorm), steps)
+                               patch, patience, jobs, bool(batchnorm), steps, augment)
     sw = Stopwatch()
     bar = progress if progress is not None else no_bar
 

@@ -45,14 +45,14 @@ _COST = {"proposed": 10.0, "fang2018": 6.0, "balsiger2018": 2.0, "cohen2018": 1.
 def run_settings(model: str, preset: str, *, target: str, seed: int, epochs: int | None = None,
                  steps: int | None = None, width: float | None = None, patch: int | None = None,
                  batch_size: int | None = None, model_options: Mapping[str, Any] | None = None,
-                 maps: Sequence[str] = MAPS, patience: int | None = None) -> dict[str, Any]:
+                 maps: Sequence[str] = MAPS, patience: int | None = None, augment: bool | None = None) -> dict[str, Any]:
     """The training settings of a run as stored in a checkpoint's ``config`` (the preset's
     values unless overridden; :func:`mrfrecon.training.loop._resolve_config` decides them), for
     comparison with an existing run: the keys of :data:`_SETTING_KEYS`."""
     from ..training.loop import _resolve_config
 
     cfg = _resolve_config(model, preset, target, tuple(maps), seed, epochs, batch_size, None, width, patch,
-                          dict(model_options or {}), patience, steps=steps)
+                          dict(model_options or {}), patience, steps=steps, augment=augment)
     out = {k: cfg[k] for k in _SETTING_KEYS}
     out["model_options"] = canonical_options(model, model_options or {})
     return out
@@ -166,6 +166,7 @@ def train_or_reuse(
     batch_size: int | None = None,
     patience: int | None = None,
     model_options: Mapping[str, Any] | None = None,
+    augment: bool | None = None,
     log: Log = _quiet,
     show_progress: bool | None = None,
     reuse_only: bool = False,
@@ -183,7 +184,7 @@ def train_or_reuse(
 
     run_dir = Path(run_dir)
     want = run_settings(model, preset, target=target, seed=seed, epochs=epochs, steps=steps, width=width, patch=patch,
-                        batch_size=batch_size, model_options=model_options, patience=patience)
+                        batch_size=batch_size, model_options=model_options, patience=patience, augment=augment)
     ident = _jsonable(_cohort_identity(index))
     best, last, logf, meta, bad = run_dir / BEST, run_dir / LAST, run_dir / LOG, run_dir / "run.json", run_dir / DIVERGED
     status = "trained"
@@ -250,7 +251,7 @@ def train_or_reuse(
             budget = want["budget"]
             train(model, index.root, run_dir, preset=preset, target=target, seed=seed, epochs=budget.get("epochs"),
                   steps=budget.get("steps"), batch_size=want["batch_size"], width=want["width"], patch=want["patch"],
-                  patience=want["stopping"]["patience"], model_options=dict(want["model_options"]),
+                  patience=want["stopping"]["patience"], model_options=dict(want["model_options"]), augment=want["augment"],
                   resume=status == "resumed", log=log, show_progress=show_progress)
         except TrainingDiverged as e:
             atomic_write_text(bad, str(e) + "\n")
@@ -379,6 +380,7 @@ def train_runs(
     width: float | None = None,
     patch: int | None = None,
     patience: int | None = None,
+    augment: bool | None = None,
     log: Log = _quiet,
     progress: Callable[[int, str], Any] | None = None,
     report_every: float = 300.0,
@@ -400,7 +402,8 @@ def train_runs(
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"run names must be distinct: {names}")
-    kw = {"preset": preset, "epochs": epochs, "steps": steps, "width": width, "patch": patch, "patience": patience}
+    kw = {"preset": preset, "epochs": epochs, "steps": steps, "width": width, "patch": patch, "patience": patience,
+          "augment": augment}
     want = run_settings("cohen2018", preset, target="reference", seed=0, epochs=epochs, steps=steps)
     budget = want["budget"]
     # evaluations per run at the budget (the ETA's cap); the preset's epochs when the budget is in epochs
