@@ -206,11 +206,9 @@ class Report:
         self.files: list[Path] = []
 
     def rel(self, path: str | os.PathLike[str]) -> str:
-        p = Path(path)
-        try:
-            return p.resolve().relative_to(self.out.resolve()).as_posix()
-        except ValueError:
-            return str(p)
+        # relative also outside the folder (a comparison's runs reused by another experiment): the two
+        # folders can then be moved together
+        return Path(os.path.relpath(Path(path).resolve(), self.out.resolve())).as_posix()
 
     def text(self, md: str) -> None:
         self.parts.append(md.rstrip() + "\n")
