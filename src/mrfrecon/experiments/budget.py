@@ -203,11 +203,11 @@ def run_budget(
     if steps < 1:
         raise MrfreconError(f"--steps: expected >= 1, got {steps}")
     long_steps = int(factor) * int(steps)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     base_dir = Path(base) if base is not None else None
     if base_dir is not None and not (base_dir / "runs").is_dir():
         raise MrfreconError(f"{base_dir}: --base: expected an `experiment compare` folder with runs/, found none")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     sw = Stopwatch()
     bar = progress if progress is not None else no_bar
     with sw("cohort (simulate or load)"):
