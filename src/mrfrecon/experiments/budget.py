@@ -221,18 +221,16 @@ def run_budget(
     long_specs = [spec(m, s, long_steps, out / "runs") for m in models for s in seed_list]
     short_specs = [spec(m, s, steps, out / "runs") for m in models for s in seed_list]
     with sw("training"):
-        runs_short: list[RunInfo] = []
-        if base_dir is not None:  # checked before anything is trained
-            for sp in short_specs:
-                d = base_dir / "runs" / target / sp.model / f"seed-{sp.seed}"
-                runs_short.append(train_or_reuse(sp.name, sp.model, index, d, preset=preset, target=target,
-                                                 seed=sp.seed, steps=steps, reuse_only=True, log=log))
-            todo = long_specs
+        if base_dir is not None:  # the base's runs are checked before anything is trained
+            runs_short = [train_or_reuse(sp.name, sp.model, index, base_dir / "runs" / target / sp.model / f"seed-{sp.seed}",
+                                         preset=preset, target=target, seed=sp.seed, steps=steps, reuse_only=True, log=log)
+                          for sp in short_specs]
+            runs_long = train_runs(long_specs, index, preset=preset, jobs=jobs, steps=long_steps, log=log,
+                                   progress=progress)
         else:
-            todo = short_specs + long_specs
-        trained = train_runs(todo, index, preset=preset, jobs=jobs, steps=steps, log=log, progress=progress)
-        runs_short = runs_short or trained[: len(short_specs)]
-        runs_long = trained[-len(long_specs):]
+            trained = train_runs(short_specs + long_specs, index, preset=preset, jobs=jobs, steps=steps, log=log,
+                                 progress=progress)
+            runs_short, runs_long = trained[: len(short_specs)], trained[len(short_specs):]
     bad = [r.name for r in runs_short + runs_long if not r.ok]
     if bad:
         raise MrfreconError(f"{out}: run(s) diverged, nothing to compare: {', '.join(bad)} (see their train.log)")

@@ -775,8 +775,8 @@ def _verdict(run: _Run) -> Convergence:
         ([int(r["step"]) for r in run.rows], [float(r["train_loss"]) for r in run.rows])
     what = "probe-set loss" if run.probe_trace else "training loss"
     last = max(0, run.step - 1)
-    decays = parse_schedule(run.cfg["schedule"]).name in ("cosine", "step")
-    return assess_convergence(steps, losses, run.lr_factor(last), run.stopped, what=what, rate_decays=decays)
+    return assess_convergence(steps, losses, run.lr_factor(last), run.stopped, what=what,
+                              rate_decays=parse_schedule(run.cfg["schedule"]).decays_by_itself)
 
 
 def _write_curves(run: _Run) -> None:

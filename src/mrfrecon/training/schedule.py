@@ -92,6 +92,12 @@ class Schedule:
     def warmup(self) -> int:
         return int(self.params.get("warmup", 0))
 
+    @property
+    def decays_by_itself(self) -> bool:
+        """Whether the rate falls on a fixed course over the steps (cosine, step), as opposed to
+        staying constant or falling only when validation stalls (plateau)."""
+        return self.name in ("cosine", "step")
+
     def check_budget(self, steps: int) -> None:
         """Refuse a warm-up that is not shorter than the run's ``steps``."""
         if self.warmup >= steps:
