@@ -446,6 +446,39 @@ def test_doubling_verdict_on_known_per_subject_values():
     assert doubling_verdict(doubling_cells("proposed", two, {k: v * 0.5 for k, v in two.items()}))[0] == "undecided"
 
 
+def test_equal_budget_ranking_against_scipy():
+    """The networks at one budget: the best is the lowest median; each other network's p is
+    scipy's paired Wilcoxon against it times the 2 other networks; a network 10 % worse on every
+    subject differs, one with differences of both signs ties. The order of a pair across budgets
+    counts a flip where the means swap."""
+    from scipy.stats import wilcoxon
+
+    from mrfrecon.experiments.budget import equal_budget_rows, order_kept
+
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0.03, 0.06, 15)
+    noise = rng.normal(0, 0.004, 15)
+    vals = {"cohen2018": {("reference", "t1h2o"): a}, "proposed": {("reference", "t1h2o"): a * 1.1},
+            "balsiger2018": {("reference", "t1h2o"): a + noise}}
+    [row] = equal_budget_rows(vals)
+    assert row["best"] == min(vals, key=lambda m: np.median(vals[m][("reference", "t1h2o")]))
+    best = vals[row["best"]][("reference", "t1h2o")]
+    for m, v in vals.items():
+        c = row[m]
+        assert c["mean"] == pytest.approx(float(np.mean(v[("reference", "t1h2o")])))
+        if m == row["best"]:
+            assert c["tied"] and np.isnan(c["p_corrected"])
+        else:
+            p = wilcoxon(v[("reference", "t1h2o")], best).pvalue
+            assert c["p_corrected"] == pytest.approx(min(1.0, 2 * p))
+            assert c["tied"] == (min(1.0, 2 * p) >= 0.05)
+    assert not row["proposed"]["tied"]  # 10 % worse on 15 / 15 subjects: p 2 × 2 / 2¹⁵
+    swapped = {**vals, "proposed": {("reference", "t1h2o"): a * 0.9}}
+    [pair] = [q for q in order_kept([row], equal_budget_rows(swapped), list(vals)) if {q["a"], q["b"]} ==
+              {"cohen2018", "proposed"}]
+    assert (pair["kept"], pair["cells"], pair["flips"]) == (0, 1, ["T1H2O against the reference"])
+
+
 def test_budget_experiment_reuses_a_comparisons_runs_and_scores_them_alike(compared, tmp_path):
     """`experiment budget --base COMPARE`: the comparison's finished 4-step run is reused (not
     trained again), the 8-step run is trained into OUT with its own budget, the short run's
@@ -453,27 +486,42 @@ def test_budget_experiment_reuses_a_comparisons_runs_and_scores_them_alike(compa
     'undecided'. A base with other settings is refused in one line before anything is trained."""
     cmp_dir = tmp_path / "cmp"
     run("experiment", "compare", "--preset", "tiny", "--cohort", str(compared / "cohort"), "--out", str(cmp_dir),
-        "--steps", "4", "--threads", "1", "--seeds", "1", "--models", "cohen2018")
+        "--steps", "4", "--threads", "1", "--seeds", "1", "--models", "cohen2018,balsiger2018")
     before = (cmp_dir / "runs" / "reference" / "cohen2018" / "seed-0" / "log.csv").read_text()
     out = tmp_path / "budget"
     r = run("experiment", "budget", "--preset", "tiny", "--cohort", str(compared / "cohort"), "--out", str(out),
-            "--steps", "4", "--models", "cohen2018", "--base", str(cmp_dir), "--threads", "1")
+            "--steps", "4", "--models", "cohen2018,balsiger2018", "--base", str(cmp_dir), "--threads", "1")
     assert "cohen2018: undecided at 4 steps" in r.output
     assert (cmp_dir / "runs" / "reference" / "cohen2018" / "seed-0" / "log.csv").read_text() == before
     long_dir = out / "runs" / "steps-8" / "reference" / "cohen2018" / "seed-0"
     assert json.loads((long_dir / "run.json").read_text())["settings"]["budget"] == {"steps": 8}
     assert int(_csv(long_dir / "log.csv")[-1]["step"]) == 8
     assert not (out / "runs" / "steps-4").exists()
-    assert_report_complete(out, "doubling.csv", "verdict.csv", "verdict.json", "per_scan.csv", "training.csv")
-    mine = {(r_["against"], r_["map"], r_["scan"]): float(r_["nrmse"]) for r_ in _csv(out / "per_scan.csv")
-            if r_["steps"] == "4"}
-    theirs = {(r_["against"], r_["map"], r_["scan"]): float(r_["nrmse"]) for r_ in _csv(cmp_dir / "per_scan.csv")
-              if r_["method"] == "cohen2018"}
-    assert mine and mine.keys() == theirs.keys()
-    for k, v in mine.items():
-        assert v == pytest.approx(theirs[k], rel=1e-5)
+    assert_report_complete(out, "doubling.csv", "verdict.csv", "verdict.json", "per_scan.csv", "training.csv",
+                           "ranking.csv", "order.csv")
+    for model in ("cohen2018", "balsiger2018"):
+        mine = {(r_["against"], r_["map"], r_["scan"]): float(r_["nrmse"]) for r_ in _csv(out / "per_scan.csv")
+                if r_["steps"] == "4" and r_["model"] == model}
+        theirs = {(r_["against"], r_["map"], r_["scan"]): float(r_["nrmse"]) for r_ in _csv(cmp_dir / "per_scan.csv")
+                  if r_["method"] == model}
+        assert mine and mine.keys() == theirs.keys()
+        for k, v in mine.items():
+            assert v == pytest.approx(theirs[k], rel=1e-5)
     cells = _csv(out / "doubling.csv")
-    assert len(cells) == 6 and {c["long_steps"] for c in cells} == {"8"}
+    assert len(cells) == 12 and {c["long_steps"] for c in cells} == {"8"}
+    # the networks at each budget: each mean is its per-subject values' mean; the constant baseline as the comparison's
+    ranking = _csv(out / "ranking.csv")
+    per = _csv(out / "per_scan.csv")
+    for q in (q for q in ranking if q["method"] in ("cohen2018", "balsiger2018")):
+        v = [float(x["nrmse"]) for x in per if (x["model"], x["steps"], x["against"], x["map"]) ==
+             (q["method"], q["steps"], q["against"], q["map"])]
+        assert len(v) == 1 and float(q["mean"]) == pytest.approx(v[0], rel=1e-5)
+    const = {(q["against"], q["map"]): float(q["mean"]) for q in ranking if q["method"] == "constant"}
+    theirs = {(x["against"], x["map"]): float(x["nrmse"]) for x in _csv(cmp_dir / "per_scan.csv")
+              if x["method"] == "constant"}
+    assert const and all(v == pytest.approx(theirs[k], rel=1e-5) for k, v in const.items())
+    assert {q["steps"] for q in ranking} == {"4", "8"}
+    assert "## The networks at an equal budget" in (out / "report.md").read_text()
     assert json.loads((out / "verdict.json").read_text())["verdicts"]["cohen2018"]["verdict"] == "undecided"
     # a base trained with another budget: refused, nothing trained
     bad = CliRunner().invoke(cli, ["experiment", "budget", "--preset", "tiny", "--cohort", str(compared / "cohort"),

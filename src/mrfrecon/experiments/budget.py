@@ -25,6 +25,14 @@ is significantly *worse* at the longer budget does not count against S. Beside e
 SD over training seeds of the subjects' mean NRMSE at S (from the S-step runs when there are
 several seeds, else from the ``base`` comparison's ``per_scan.csv``): a change within it cannot
 reorder networks whose gaps exceed it.
+
+**The networks at an equal budget** (:func:`equal_budget_rows`, :func:`order_kept`): with two or
+more networks the report also ranks them at each budget, per map and target, as Table 1 does: the
+best network (lowest median over the subjects) and each other network against it by the paired
+Wilcoxon test, Bonferroni over the other networks, beside the trivial baselines (the training
+split's constant; dictionary matching and its 5 × 5 median smoothing against the ground truth).
+Whether the order of each pair of networks is the same at both budgets says whether more
+training would change the comparison even where the networks have not converged.
 """
 
 from __future__ import annotations
@@ -45,11 +53,12 @@ from ..errors import MrfreconError
 from ..evaluation import DEFAULT_ROIS, evaluate
 from .common import (MAP_LABELS, MAPS, METHOD_NAMES, MODEL_ORDER, Log, Report, Stopwatch, ensure_cohort, fmt, no_bar,
                      peak_rss_mb, write_csv)
-from .compare import predict_stage
+from .compare import baseline_stage, predict_stage
 from .runs import RunInfo, RunSpec, train_or_reuse, train_runs
-from .stats import bonferroni, min_wilcoxon_p, wilcoxon_paired
+from .stats import bonferroni, compare_to_best, min_wilcoxon_p, wilcoxon_paired
 
-__all__ = ["BudgetResult", "DoublingCell", "doubling_cells", "doubling_verdict", "run_budget"]
+__all__ = ["BudgetResult", "DoublingCell", "doubling_cells", "doubling_verdict", "equal_budget_rows", "order_kept",
+           "run_budget"]
 
 VERDICTS = ("converged", "not converged", "undecided")
 
@@ -124,10 +133,58 @@ def doubling_verdict(cells: Sequence[DoublingCell], *, factor: int = 2, toleranc
                          f"{big.against}, p {big.p_corrected:.2g} corrected)")
 
 
+def equal_budget_rows(values: Mapping[str, Mapping[tuple[str, str], Sequence[float]]], *, alpha: float = 0.05
+                      ) -> list[dict[str, Any]]:
+    """The networks at one budget: ``values`` network → (against, map) → per-subject NRMSE (the
+    same subjects in the same order for every network). One row per (against, map) that every
+    network has: ``against``, ``map``, ``best`` (lowest median, :func:`~.stats.compare_to_best`)
+    and per network ``mean``, ``median``, ``p_corrected`` against the best (Bonferroni over the
+    other networks; NaN for the best) and ``tied`` (not significantly different from the best,
+    the best included)."""
+    nets = list(values)
+    if len(nets) < 2:
+        raise MrfreconError(f"equal_budget_rows: expected two or more networks, got {nets}")
+    keys = [k for k in values[nets[0]] if all(k in values[n] for n in nets)]
+    rows = []
+    for k in keys:
+        tests = {t.label: t for t in compare_to_best({n: values[n][k] for n in nets}, alpha=alpha)}
+        row: dict[str, Any] = {"against": k[0], "map": k[1], "best": next(n for n in nets if tests[n].best)}
+        for n in nets:
+            a = np.asarray(values[n][k], dtype=np.float64)
+            t = tests[n]
+            row[n] = {"mean": float(np.nanmean(a)), "median": t.median, "p_corrected": t.p_corrected,
+                      "tied": t.best or not t.significant}
+        rows.append(row)
+    return rows
+
+
+def order_kept(short: Sequence[Mapping[str, Any]], long: Sequence[Mapping[str, Any]], nets: Sequence[str]
+               ) -> list[dict[str, Any]]:
+    """Per pair of networks (a, b): in how many of the (against, map) cells of both budgets'
+    :func:`equal_budget_rows` the order of their mean NRMSE is the same at both budgets
+    (``kept`` of ``cells``), and the cells where it flips."""
+    at_long = {(r["against"], r["map"]): r for r in long}
+    out = []
+    for i, a in enumerate(nets):
+        for b in nets[i + 1:]:
+            kept, flips = 0, []
+            for r in short:
+                q = at_long.get((r["against"], r["map"]))
+                if q is None:
+                    continue
+                if (r[a]["mean"] < r[b]["mean"]) == (q[a]["mean"] < q[b]["mean"]):
+                    kept += 1
+                else:
+                    flips.append(f"{MAP_LABELS.get(r['map'], r['map'])} against the {r['against']}")
+            out.append({"a": a, "b": b, "kept": kept, "cells": kept + len(flips), "flips": flips})
+    return out
+
+
 @dataclass
 class BudgetResult:
     """``cells``: model → its :class:`DoublingCell` list; ``verdicts``: model → (verdict, reason);
-    ``runs``: the trained (or reused) runs at both budgets."""
+    ``runs``: the trained (or reused) runs at both budgets; ``ranking``: budget (steps) →
+    :func:`equal_budget_rows` (empty with one network)."""
 
     out: Path
     steps: tuple[int, int]
@@ -136,6 +193,7 @@ class BudgetResult:
     runs: list[RunInfo]
     report: Path
     seconds: dict[str, float] = field(default_factory=dict)
+    ranking: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def _base_seed_sd(base: Path, model: str, target: str) -> dict[tuple[str, str], float]:
@@ -244,6 +302,7 @@ def run_budget(
     cells: dict[str, list[DoublingCell]] = {}
     verdicts: dict[str, tuple[str, str]] = {}
     per_rows: list[dict[str, Any]] = []
+    at_budget: dict[int, dict[str, dict[tuple[str, str], np.ndarray]]] = {steps: {}, long_steps: {}}
     with sw("evaluation"):
         for m in models:
             vals: dict[str, dict[tuple[str, str], list[list[float]]]] = {"short": {}, "long": {}}
@@ -259,6 +318,7 @@ def run_budget(
                                          for s, x in zip(stems, v, strict=True)]
             short = {k: np.mean(v, axis=0) for k, v in vals["short"].items()}
             long = {k: np.mean(v, axis=0) for k, v in vals["long"].items()}
+            at_budget[steps][m], at_budget[long_steps][m] = short, long
             if seeds >= 2:
                 sd = {k: float(np.std([np.mean(x) for x in v])) for k, v in vals["short"].items()}
             else:
@@ -266,6 +326,20 @@ def run_budget(
             cells[m] = doubling_cells(m, short, long, tolerance=tolerance, alpha=alpha, seed_sd=sd)
             verdicts[m] = doubling_verdict(cells[m], factor=int(factor), tolerance=tolerance, alpha=alpha)
             log(f"{m}: {verdicts[m][0]} at {steps} steps — {verdicts[m][1]}")
+        ranking: dict[int, list[dict[str, Any]]] = {}
+        base_means: dict[tuple[str, str, str], float] = {}
+        if len(models) >= 2:
+            ranking = {n: equal_budget_rows(at_budget[n], alpha=alpha) for n in (steps, long_steps)}
+            bmaps, _ = baseline_stage(index, [target], test_paths)
+            for (_t, b), maps in bmaps.items():
+                if b not in ("constant", "matching", "matching-median5"):
+                    continue
+                for a in against_list:
+                    if b == "matching" and a == "reference":
+                        continue  # the reference itself
+                    ev = evaluate(maps, test_paths, against=a, maps=MAPS, rois=DEFAULT_ROIS)
+                    for mp in MAPS:
+                        base_means[(b, a, mp)] = float(np.nanmean([ev.per_scan[x][mp]["nrmse"] for x in stems]))
 
     rep = Report(out, f"The budget-doubling test: {steps} against {long_steps} optimizer steps")
     rep.text(f"Each network trained with the {preset} preset's recipe at {steps} and {long_steps} steps (the schedule "
@@ -293,6 +367,8 @@ def run_budget(
     vrows = [{"network": METHOD_NAMES[m], f"at {steps} steps": v, "why": why} for m, (v, why) in verdicts.items()]
     rep.text("## Verdict per network")
     rep.table("verdict", vrows, list(vrows[0]))
+    if ranking:
+        _ranking_section(rep, ranking, base_means, list(models), alpha)
     atomic = out / "verdict.json"
     atomic_write_text(atomic, json.dumps({"steps": steps, "long_steps": long_steps, "tolerance": tolerance,
                                           "alpha": alpha, "verdicts": {m: {"verdict": v, "reason": why}
@@ -318,4 +394,42 @@ def run_budget(
     report = rep.write(settings=settings, seeds={"training (model init, patch order)": ", ".join(map(str, seed_list))},
                        stopwatch=sw)
     log(f"wrote {report} (peak memory {peak_rss_mb():.0f} MiB)")
-    return BudgetResult(out, (steps, long_steps), cells, verdicts, runs_short + runs_long, report, dict(sw.stages))
+    return BudgetResult(out, (steps, long_steps), cells, verdicts, runs_short + runs_long, report, dict(sw.stages),
+                        ranking)
+
+
+def _ranking_section(rep: Report, ranking: Mapping[int, Sequence[Mapping[str, Any]]],
+                     base_means: Mapping[tuple[str, str, str], float], models: Sequence[str], alpha: float) -> None:
+    """The report's tables of the networks at each budget and of the pairs' order across budgets."""
+    names = {"constant": "constant", "matching": "matching", "matching-median5": "matching, median 5 × 5"}
+    bases = [b for b in names if any(k[0] == b for k in base_means)]
+    rows, crows = [], []
+    for n, rs in ranking.items():
+        for r in rs:
+            row = {"steps": n, "against": r["against"], "map": MAP_LABELS[r["map"]]}
+            for m in models:
+                c = r[m]
+                v = fmt(c["mean"])
+                row[METHOD_NAMES[m]] = f"**{v}**" if m == r["best"] else (f"{v} ≈" if c["tied"] else v)
+                crows.append({"steps": n, "against": r["against"], "map": r["map"], "method": m, "mean": f"{c['mean']:.6g}",
+                              "median": f"{c['median']:.6g}", "best": m == r["best"],
+                              "p_corrected_vs_best": f"{c['p_corrected']:.6g}", "tied_with_best": c["tied"]})
+            for b in bases:
+                v = base_means.get((b, r["against"], r["map"]))
+                row[names[b]] = fmt(v) if v is not None else "-"
+                if v is not None:
+                    crows.append({"steps": n, "against": r["against"], "map": r["map"], "method": b, "mean": f"{v:.6g}",
+                                  "median": "", "best": False, "p_corrected_vs_best": "", "tied_with_best": ""})
+            rows.append(row)
+    rep.text("## The networks at an equal budget\n\nMean test NRMSE per network (each subject averaged over the "
+             "seeds) at each budget; **bold**: the best network (lowest median over the subjects); `≈`: not "
+             f"significantly different from it (paired Wilcoxon, Bonferroni over the other {len(models) - 1} "
+             f"network(s), α {alpha:g}); the baselines need no training (mrfrecon.experiments.baselines).")
+    rep.table("ranking", rows, list(rows[0]), csv_rows=crows, csv_columns=list(crows[0]))
+    steps = list(ranking)
+    pairs = order_kept(ranking[steps[0]], ranking[steps[-1]], models)
+    prow = [{"networks": f"{METHOD_NAMES[p['a']]} vs {METHOD_NAMES[p['b']]}",
+             f"order at {steps[0]} kept at {steps[-1]} steps": f"{p['kept']} / {p['cells']}",
+             "flips": ", ".join(p["flips"]) or "none"} for p in pairs]
+    rep.text("Which of each pair of networks has the lower mean, at both budgets:")
+    rep.table("order", prow, list(prow[0]))
