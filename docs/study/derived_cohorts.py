@@ -30,7 +30,10 @@ def main(kind: str, src: str, dst: str, grown: str | None = None) -> None:
     elif kind == "grown" and grown:
         g_dir = Path(grown)
         doc = json.loads((g_dir / "cohort.json").read_text())
-        if doc["attrs"].get("cohort") != d["attrs"].get("cohort") or doc["attrs"].get("seed") != d["attrs"].get("seed"):
+        def settings(a: dict) -> dict:  # the simulation settings; how many subjects a folder holds is not one
+            return {k: v for k, v in a.get("cohort", {}).items() if k != "subjects"}
+
+        if settings(doc["attrs"]) != settings(d["attrs"]) or doc["attrs"].get("seed") != d["attrs"].get("seed"):
             sys.exit(f"{g_dir}/cohort.json: attrs: expected the settings and seed of {s_dir}")
         new = sorted(s for s in doc["subjects"] if s not in d["subjects"])
         train = d["split"]["train"] + new
