@@ -53,7 +53,7 @@ from ..errors import MrfreconError
 from ..evaluation import DEFAULT_ROIS, evaluate
 from .common import (MAP_LABELS, MAPS, METHOD_NAMES, MODEL_ORDER, Log, Report, Stopwatch, ensure_cohort, fmt, no_bar,
                      peak_rss_mb, write_csv)
-from .compare import baseline_stage, predict_stage
+from .compare import TableSpec, baseline_stage, predict_stage
 from .runs import RunInfo, RunSpec, train_or_reuse, train_runs
 from .stats import bonferroni, compare_to_best, min_wilcoxon_p, wilcoxon_paired
 
@@ -330,16 +330,14 @@ def run_budget(
         base_means: dict[tuple[str, str, str], float] = {}
         if len(models) >= 2:
             ranking = {n: equal_budget_rows(at_budget[n], alpha=alpha) for n in (steps, long_steps)}
-            bmaps, _ = baseline_stage(index, [target], test_paths)
-            for (_t, b), maps in bmaps.items():
-                if b not in ("constant", "matching", "matching-median5"):
-                    continue
-                for a in against_list:
-                    if b == "matching" and a == "reference":
-                        continue  # the reference itself
-                    ev = evaluate(maps, test_paths, against=a, maps=MAPS, rois=DEFAULT_ROIS)
-                    for mp in MAPS:
-                        base_means[(b, a, mp)] = float(np.nanmean([ev.per_scan[x][mp]["nrmse"] for x in stems]))
+            # Table 1's baselines that apply to each target (TableSpec), less the two box smoothers
+            bmaps, _ = baseline_stage(index, [target], test_paths, from_reference=("matching", "matching-median5"))
+            for a in against_list:
+                for key in TableSpec(target, a).baselines():
+                    if key in bmaps:
+                        ev = evaluate(bmaps[key], test_paths, against=a, maps=MAPS, rois=DEFAULT_ROIS)
+                        for mp in MAPS:
+                            base_means[(key[1], a, mp)] = float(np.nanmean([ev.per_scan[x][mp]["nrmse"] for x in stems]))
 
     rep = Report(out, f"The budget-doubling test: {steps} against {long_steps} optimizer steps")
     rep.text(f"Each network trained with the {preset} preset's recipe at {steps} and {long_steps} steps (the schedule "

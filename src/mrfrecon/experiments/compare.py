@@ -323,18 +323,19 @@ def predict_stage(runs: Sequence[RunInfo], test_paths: Sequence[Path], bar: Call
     return preds, fig
 
 
-def baseline_stage(index: CohortIndex, targets: Sequence[str], test_paths: Sequence[Path]
+def baseline_stage(index: CohortIndex, targets: Sequence[str], test_paths: Sequence[Path],
+                   from_reference: Sequence[str] = ("matching", *SMOOTHERS)
                    ) -> tuple[dict[tuple[str, str], dict[str, dict[str, np.ndarray]]], dict[str, dict[str, float]]]:
     """The baselines' maps of every test scan: (trained_on, baseline) → scan stem → maps; the
-    constant per training target (its values returned too), the others (trained_on ``"-"``)
-    from the reference maps."""
+    constant per training target (its values returned too), and the baselines
+    ``from_reference`` (trained_on ``"-"``) made from the reference maps."""
     consts = {t: constant_values(index.paths("train"), against=t) for t in targets}
     out: dict[tuple[str, str], dict[str, dict[str, np.ndarray]]] = {}
     for p in test_paths:
         scan = load_scan(p, series=False)
         for t in targets:
             out.setdefault((t, "constant"), {})[p.stem] = baseline_maps("constant", scan, consts[t])
-        for b in ("matching", *SMOOTHERS):
+        for b in from_reference:
             out.setdefault(("-", b), {})[p.stem] = baseline_maps(b, scan)
     return out, consts
 
