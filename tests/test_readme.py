@@ -29,3 +29,16 @@ def test_help_documents_the_public_api():
         if name != "__version__":
             assert name in doc, name
             assert getattr(mrfrecon, name) is not None
+
+
+def test_every_shipped_checkpoint_the_docs_name_is_shipped():
+    """An example that names ``shipped:<name>`` must name a checkpoint of the manifest (the docs once
+    said ``shipped:proposed`` while the package ships ``study-proposed``)."""
+    from mrfrecon.shipped import shipped_checkpoints
+
+    root = README.parent
+    known = set(shipped_checkpoints())
+    files = [README, *sorted((root / "docs").glob("*.md")), *sorted((root / "src" / "mrfrecon").rglob("*.py"))]
+    named = {(f.name, m) for f in files for m in re.findall(r"shipped:([A-Za-z0-9][A-Za-z0-9_.-]*[A-Za-z0-9])", f.read_text())}
+    assert named, "the docs name no shipped checkpoint at all"
+    assert not {(f, m) for f, m in named if m not in known and m != m.upper()}  # NAME: a placeholder

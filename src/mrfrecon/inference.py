@@ -5,10 +5,10 @@
     from mrfrecon.inference import predict_scan, predict_folder
 
     maps = predict_scan("runs/proposed/checkpoint_best.pt", scan)   # name → (slices, y, x)
-    maps = predict_scan("shipped:proposed", "sub-01_part-mag_MRF.nii.gz")  # read with its sequence
+    maps = predict_scan("shipped:study-proposed", "sub-01_part-mag_MRF.nii.gz")  # read with its sequence
     predict_folder(ckpt, sorted(Path("cohort").glob("*.h5")), Path("pred"))
     # pred/<stem>_maps.h5 and NIfTI maps with BIDS names: pred/<stem>_desc-water_T1map.nii.gz (+ .json), ...
-    predict_folder("shipped:proposed", inputs, "maps", bids_derivatives="bids/derivatives/mrfrecon")
+    predict_folder("shipped:study-proposed", inputs, "maps", bids_derivatives="bids/derivatives/mrfrecon")
 
 Every function that takes a checkpoint takes a path, ``shipped:<name>`` (a checkpoint shipped
 with the package, :mod:`mrfrecon.shipped`) or a loaded :class:`~mrfrecon.checkpoint.Checkpoint`;

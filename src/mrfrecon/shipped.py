@@ -3,7 +3,7 @@
 They live in ``mrfrecon/checkpoints/`` beside ``MANIFEST.json``, which names each one and records
 its file, SHA-256, size, the command that trained it, the cohort and the git hash it came
 from. Any command that takes ``--checkpoint`` also takes ``shipped:<name>`` (for example
-``mrfrecon predict --checkpoint shipped:proposed scan.h5 --out maps/``); the file's SHA-256 is
+``mrfrecon predict --checkpoint shipped:study-proposed scan.h5 --out maps/``); the file's SHA-256 is
 checked against the manifest before it is loaded, so a damaged or replaced file is an error,
 never a silently different network. ``mrfrecon shipped`` lists them.
 
