@@ -12,7 +12,8 @@ import sys
 import numpy as np
 from scipy.stats import wilcoxon
 
-PAIRS = (("cohen2018", "proposed"), ("proposed", "balsiger2018"))
+# The pairs RESULTS.md quotes, in its order; a pair is printed when the file holds both networks.
+PAIRS = (("cohen2018", "proposed"), ("proposed", "balsiger2018"), ("cohen2018", "balsiger2018"), ("proposed", "fang2018"))
 
 
 def main(path: str) -> None:
@@ -20,11 +21,13 @@ def main(path: str) -> None:
     for r in csv.DictReader(open(path, newline="")):
         nrmse[(r["method"], r["against"], r["map"], r["scan"])].append(float(r["nrmse"]))
     against = sorted({k[1] for k in nrmse})
+    methods = {k[0] for k in nrmse}
+    pairs = [(a, b) for a, b in PAIRS if a in methods and b in methods]
     print("| against | map | A | B | subjects with A < B | two-sided p (uncorrected) |")
     print("|---|---|---|---|---|---|")
     for ag in against:
         for m in ("t1h2o", "ff", "b1"):
-            for a, b in PAIRS:
+            for a, b in pairs:
                 scans = sorted({k[3] for k in nrmse if k[0] == a and k[1] == ag and k[2] == m})
                 va = np.array([np.mean(nrmse[(a, ag, m, s)]) for s in scans])
                 vb = np.array([np.mean(nrmse[(b, ag, m, s)]) for s in scans])
